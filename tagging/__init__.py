@@ -1,0 +1,1 @@
+"""kazari tagging package."""

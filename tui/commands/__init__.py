@@ -1,0 +1,1 @@
+"""Sub-commands of the `kazari` CLI, one module each."""

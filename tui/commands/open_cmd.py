@@ -1,0 +1,7 @@
+"""`kazari open` — placeholder until its issue lands (registers nothing yet)."""
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    return None
