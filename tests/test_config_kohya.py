@@ -1,0 +1,287 @@
+"""sd-scripts interop: import --config_file / --dataset_config / lora-scripts variables; export; round-trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tomlkit
+from PIL import Image
+
+from trainer.config import PRESETS, preset
+from trainer.config.kohya import export_kohya, import_kohya, parse_shell_script
+
+# A sd-scripts --config_file in the style kohya-colab / lora-scripts generate (arbitrary section names).
+KOHYA_TOML = """\
+[model_arguments]
+pretrained_model_name_or_path = "/models/anime-base.safetensors"
+v2 = false
+
+[additional_network_arguments]
+network_module = "networks.lora"
+network_dim = 16
+network_alpha = 8
+network_args = ["conv_dim=4", "conv_alpha=1", "down_lr_weight=1,1,1"]
+unet_lr = 5e-4
+text_encoder_lr = 1e-4
+
+[optimizer_arguments]
+optimizer_type = "AdamW8bit"
+learning_rate = 5e-4
+lr_scheduler = "cosine_with_restarts"
+lr_scheduler_num_cycles = 3
+lr_warmup_steps = 75
+lr_restart_cycles = 1
+optimizer_args = ["weight_decay=0.1", "betas=0.9,0.99"]
+
+[training_arguments]
+max_train_epochs = 15
+save_every_n_epochs = 1
+train_batch_size = 3
+clip_skip = 2
+max_token_length = 225
+mixed_precision = "fp16"
+save_precision = "fp16"
+xformers = true
+output_dir = "/out/mychar"
+output_name = "mychar"
+log_with = "tensorboard"
+
+[dataset_arguments]
+cache_latents = true
+train_data_dir = "/data/mychar"
+resolution = "512,512"
+"""
+
+
+def test_import_config_file_maps_options_and_reports_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "training_config.toml"
+    path.write_text(KOHYA_TOML)
+    result = import_kohya(path)
+    cfg = result.config
+    assert cfg.model.pretrained_model == Path("/models/anime-base.safetensors")
+    assert (cfg.network.network_dim, cfg.network.network_alpha) == (16, 8.0)
+    assert (cfg.network.conv_dim, cfg.network.conv_alpha) == (4, 1.0)
+    assert (cfg.optimizer.unet_lr, cfg.optimizer.text_encoder_lr, cfg.optimizer.learning_rate) == (5e-4, 1e-4, 5e-4)
+    assert cfg.optimizer.optimizer_type == "AdamW8bit" and cfg.optimizer.lr_scheduler_num_cycles == 3
+    assert cfg.optimizer.optimizer_args == {"weight_decay": 0.1, "betas": [0.9, 0.99]}
+    assert cfg.training.max_train_epochs == 15 and cfg.training.train_batch_size == 3
+    assert cfg.training.attention == "xformers" and cfg.dataset.cache_latents == "memory"
+    assert cfg.dataset.max_token_length == 225 and cfg.dataset.resolution == "512,512"
+    assert cfg.output.output_dir == Path("/out/mychar") and cfg.output.output_name == "mychar"
+    # keys the file does not give take sd-scripts' defaults, not kazari's
+    assert cfg.dataset.caption_extension == ".caption" and not cfg.dataset.shuffle_caption
+    assert not cfg.dataset.enable_bucket and cfg.training.seed is None
+    # unknown options are reported, not dropped; lora-scripts' lr_restart_cycles is not an sd-scripts option
+    assert result.unmapped["lr_restart_cycles"] == 1
+    assert result.unmapped["network_args"] == ["down_lr_weight=1,1,1"]
+    assert "log_with" not in result.unmapped  # harmless logging option
+
+
+def test_import_with_dataset_config_maps_subsets_to_folders(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(KOHYA_TOML)
+    (tmp_path / "dataset.toml").write_text("""\
+[general]
+shuffle_caption = true
+caption_extension = ".txt"
+keep_tokens = 1
+flip_aug = true
+
+[[datasets]]
+resolution = [640, 768]
+batch_size = 4
+enable_bucket = true
+min_bucket_reso = 320
+max_bucket_reso = 1280
+
+  [[datasets.subsets]]
+  image_dir = "/data/chars/10_mychar"
+  num_repeats = 10
+  class_tokens = "mychar girl"
+
+  [[datasets.subsets]]
+  image_dir = "/data/chars/4_outfit"
+  num_repeats = 5
+
+  [[datasets.subsets]]
+  image_dir = "/data/reg/1_girl"
+  is_reg = true
+  num_repeats = 1
+  random_crop = true
+""")
+    result = import_kohya(tmp_path / "config.toml", tmp_path / "dataset.toml")
+    d = result.config.dataset
+    assert d.train_data_dir == Path("/data/chars") and d.reg_data_dir == Path("/data/reg")
+    assert d.resolution == "640,768" and d.enable_bucket and (d.min_bucket_reso, d.max_bucket_reso) == (320, 1280)
+    assert d.shuffle_caption and d.keep_tokens == 1 and d.flip_aug and d.caption_extension == ".txt"
+    assert result.config.training.train_batch_size == 4
+    assert any("4_outfit" in n and "5_outfit" in n for n in result.notes)  # repeats come from folder names
+    assert result.unmapped["dataset_config.1_girl.random_crop"] is True
+    assert any("train_data_dir from the config file is ignored" in n for n in result.notes)
+
+
+TRAIN_SH = """\
+#!/bin/bash
+pretrained_model="./sd-models/model.ckpt" # base model path
+is_v2_model=0
+train_data_dir="./train/aki"
+reg_data_dir=""
+network_module="networks.lora"
+network_weights=""
+network_dim=32
+network_alpha=32
+resolution="512,512"
+batch_size=1
+max_train_epoches=10
+save_every_n_epochs=2
+train_unet_only=1
+train_text_encoder_only=0
+noise_offset="0"
+keep_tokens=0
+min_snr_gamma=0
+lr="1e-4"
+unet_lr="1e-4"
+text_encoder_lr="1e-5"
+lr_scheduler="cosine_with_restarts"
+lr_warmup_steps=0
+lr_restart_cycles=1
+output_name="aki"
+save_model_as="safetensors"
+min_bucket_reso=256
+max_bucket_reso=1024
+persistent_data_loader_workers=0
+clip_skip=2
+multi_gpu=0
+optimizer_type="AdamW8bit"
+use_wandb=1
+
+if [[ $train_unet_only == 1 ]]; then extArgs+=("--network_train_unet_only"); fi
+
+python -m accelerate.commands.launch --num_cpu_threads_per_process=8 "./sd-scripts/train_network.py" \\
+  --enable_bucket \\
+  --pretrained_model_name_or_path=$pretrained_model \\
+  --train_data_dir=$train_data_dir \\
+  --output_dir="./output" \\
+  --logging_dir="./logs" \\
+  --resolution=$resolution \\
+  --max_train_epochs=$max_train_epoches \\
+  --learning_rate=$lr \\
+  --lr_scheduler_num_cycles=$lr_restart_cycles \\
+  --train_batch_size=$batch_size \\
+  --mixed_precision="fp16" \\
+  --save_precision="fp16" \\
+  --seed="1337" \\
+  --cache_latents \\
+  --prior_loss_weight=1 \\
+  --max_token_length=225 \\
+  --caption_extension=".txt" \\
+  --xformers --shuffle_caption ${extArgs[@]}
+"""
+
+
+def test_import_lora_scripts_train_sh(tmp_path: Path) -> None:
+    path = tmp_path / "train.sh"
+    path.write_text(TRAIN_SH)
+    result = import_kohya(path)
+    cfg = result.config
+    assert cfg.model.pretrained_model == Path("sd-models/model.ckpt")
+    assert cfg.dataset.train_data_dir == Path("train/aki") and cfg.dataset.reg_data_dir is None
+    assert cfg.training.max_train_epochs == 10 and cfg.training.train_batch_size == 1
+    assert cfg.optimizer.learning_rate == 1e-4 and cfg.optimizer.text_encoder_lr == 1e-5
+    assert cfg.network.train_unet_only and not cfg.network.train_text_encoder_only
+    assert cfg.output.save_every_n_epochs == 2 and cfg.output.output_name == "aki"
+    # the script's fixed flags
+    assert cfg.training.mixed_precision == "fp16" and cfg.training.seed == 1337
+    assert cfg.dataset.cache_latents == "memory" and cfg.dataset.max_token_length == 225
+    assert cfg.dataset.caption_extension == ".txt" and cfg.dataset.shuffle_caption and cfg.dataset.enable_bucket
+    assert cfg.training.attention == "xformers" and cfg.training.noise_offset == 0
+    assert result.unmapped.get("use_wandb") == "1"
+
+
+def test_import_powershell_variables() -> None:
+    flat, unmapped, _ = parse_shell_script('$pretrained_model = "./m.safetensors"\n$lr = "2e-4"\n$batch_size = 3\n')
+    assert flat == {"pretrained_model_name_or_path": "./m.safetensors", "learning_rate": "2e-4",
+                    "train_batch_size": "3"}
+    assert unmapped == {}
+
+
+def test_unusable_imported_values_are_reported_and_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[x]\nnetwork_dim = "lots"\nresolution = "512,512"\nmax_train_epochs = 1\n'
+                    'sample_sampler = "k_dpmpp_2m"\n')
+    result = import_kohya(path)
+    assert result.unmapped == {"network_dim": "lots", "sample_sampler": "k_dpmpp_2m"}
+    assert result.config.network.network_dim == 64 and result.config.sample.sample_sampler == "euler_a"
+    note = next(n for n in result.notes if n.startswith("network_dim"))
+    assert "whole number" in note and "network.network_dim = 64" in note
+
+
+def test_plain_folder_subset_round_trips(tmp_path: Path) -> None:
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "pics" / "a.png")
+    cfg = preset("quick-test", dataset={"train_data_dir": tmp_path / "pics"})
+    out = export_kohya(cfg, tmp_path / "k")
+    assert out.dataset_config is not None
+    back = import_kohya(out.config_file, out.dataset_config)
+    assert back.config == cfg and back.notes == []
+
+
+def make_dataset(tmp_path: Path) -> Path:
+    for folder in ("10_kazari", "3_kazari casual"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        Image.new("RGB", (64, 64)).save(tmp_path / "data" / folder / "a.png")
+        (tmp_path / "data" / folder / "a.txt").write_text("kazari, 1girl")
+    (tmp_path / "reg" / "1_girl").mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(tmp_path / "reg" / "1_girl" / "r.png")
+    return tmp_path
+
+
+def test_export_writes_sd_scripts_files_and_command(tmp_path: Path) -> None:
+    make_dataset(tmp_path)
+    cfg = preset("anime-character", model={"pretrained_model": tmp_path / "base.safetensors"},
+                 dataset={"train_data_dir": tmp_path / "data", "reg_data_dir": tmp_path / "reg"},
+                 network={"conv_dim": 8}, sample={"sample_prompts": ["kazari, smile --w 512 --h 768 --d 1"]})
+    out = export_kohya(cfg, tmp_path / "kohya")
+    config = tomlkit.parse(out.config_file.read_text()).unwrap()
+    flat = {k: v for table in config.values() for k, v in table.items()}
+    assert flat["pretrained_model_name_or_path"] == (tmp_path / "base.safetensors").as_posix()
+    assert flat["network_module"] == "networks.lora" and flat["network_args"] == ["conv_dim=8"]
+    assert flat["sdpa"] is True and flat["cache_latents"] is True and flat["max_token_length"] == 225
+    assert "train_data_dir" not in flat  # the dataset config carries the folders
+    assert Path(flat["sample_prompts"]).read_text() == "kazari, smile --w 512 --h 768 --d 1\n"
+    dataset = tomlkit.parse(out.dataset_config.read_text()).unwrap()
+    subsets = dataset["datasets"][0]["subsets"]
+    assert {(Path(s["image_dir"]).name, s["num_repeats"], s.get("is_reg", False)) for s in subsets} == {
+        ("10_kazari", 10, False), ("3_kazari casual", 3, False), ("1_girl", 1, True)}
+    assert dataset["datasets"][0]["resolution"] == [768, 768] and dataset["general"]["keep_tokens"] == 1
+    assert {s.get("class_tokens") for s in subsets} >= {"kazari", "kazari casual"}
+    assert out.command.startswith("accelerate launch --num_cpu_threads_per_process 1 train_network.py ")
+    assert f"--config_file={out.config_file.resolve().as_posix()}" in out.command
+    assert "--dataset_config=" in out.command
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_round_trip_without_dataset(tmp_path: Path, name: str) -> None:
+    cfg = preset(name, model={"pretrained_model": "models/base.safetensors", "tokenizer": "tok"},
+                 dataset={"train_data_dir": "missing/data"}, training={"seed": None},
+                 optimizer={"optimizer_args": {"weight_decay": 0.01, "betas": [0.9, 0.99], "decouple": True}},
+                 sample={"sample_prompts": ["a --w 512", "b"]})
+    out = export_kohya(cfg, tmp_path / "k")
+    assert out.dataset_config is None
+    back = import_kohya(out.config_file)
+    assert back.unmapped == {}
+    assert back.config == cfg
+
+
+def test_round_trip_with_dataset_config(tmp_path: Path) -> None:
+    make_dataset(tmp_path)
+    cfg = preset("low-vram", model={"pretrained_model": tmp_path / "m.safetensors"},
+                 dataset={"train_data_dir": tmp_path / "data", "reg_data_dir": tmp_path / "reg",
+                          "cache_latents": "disk", "flip_aug": True, "bucket_no_upscale": True},
+                 network={"conv_dim": 4, "conv_alpha": 2.0}, training={"attention": "math", "noise_offset": 0.05},
+                 output={"save_every_n_epochs": 0, "save_model_as": "ckpt"},
+                 sample={"sample_prompts": tmp_path / "prompts.txt"}, logging={"logging_dir": None})
+    out = export_kohya(cfg, tmp_path / "k")
+    back = import_kohya(out.config_file, out.dataset_config)
+    assert back.unmapped == {}
+    assert back.config == cfg
