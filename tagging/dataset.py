@@ -1,0 +1,721 @@
+"""A character-LoRA dataset on disk (kohya ``N_name`` layout or a plain folder) and its edits.
+
+``Dataset.open`` scans folders and reads every caption (never decodes images: sizes come
+lazily from headers). Edits change tags in memory as recorded, undoable ``Change`` steps;
+``save`` writes only the changed captions, atomically, after keeping each file's original
+under ``.kazari/originals/`` and refusing to clobber a caption edited on disk meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tagging import captions
+from tagging.atomic import atomic_write_many
+from tagging.edits import Change, TagOp
+from tagging.errors import ConflictError, DatasetError, UserError
+from tagging.history import History
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+# Image types sd-scripts does not read without extra plugins: reported, not silently ignored.
+UNSUPPORTED_IMAGE_EXTENSIONS = frozenset({".gif", ".avif", ".jxl", ".tif", ".tiff", ".heic", ".heif"})
+STATE_DIR = ".kazari"
+REG_PREFIX = "@reg/"
+_NATURAL = re.compile(r"(\d+)")
+
+
+def _natural_key(name: str) -> list[object]:
+    # "img2" before "img10", like a file manager shows them.
+    return [int(p) if p.isdigit() else p.lower() for p in _NATURAL.split(name)]
+
+
+def _digest(data: bytes | None) -> bytes | None:
+    return None if data is None else hashlib.blake2b(data, digest_size=16).digest()
+
+
+def parse_folder_name(name: str) -> tuple[int, str] | None:
+    """``"10_kazari girl"`` -> ``(10, "kazari girl")``, as sd-scripts reads it; None if not numbered."""
+    head, _, rest = name.partition("_")
+    try:
+        return int(head), rest
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file or folder that sd-scripts would skip or treat specially, with the reason."""
+
+    path: Path
+    reason: str
+    code: str
+
+
+@dataclass(eq=False)
+class Folder:
+    path: Path
+    name: str
+    repeats: int
+    trigger: str | None
+    class_tokens: str = ""
+    images: list[ImageItem] = field(default_factory=list)
+    is_reg: bool = False
+    plain: bool = False  # a plain folder of images (no N_ prefix, repeats 1)
+
+
+class ImageItem:
+    """One image and its caption. ``tags`` is the current (in-memory) list; never mutate it in place."""
+
+    __slots__ = (
+        "key", "name", "caption_name", "folder", "tags", "caption_error", "caption_exists",
+        "_disk_tags", "_disk_digest", "_newline", "_size", "has_bom", "_path", "_caption_path",
+    )
+
+    def __init__(self, key: str, path: Path | str, caption_path: Path | str, folder: Folder) -> None:
+        self.key = key
+        # The scanner passes bare file names; anything else is reduced to one.
+        self.name = path if type(path) is str and "/" not in path else os.path.basename(path)
+        self.caption_name = (
+            caption_path if type(caption_path) is str and "/" not in caption_path else os.path.basename(caption_path)
+        )
+        self.folder = folder
+        self.tags: list[str] = []
+        self.caption_error: str | None = None  # non-UTF-8, binary, unreadable: item is read-only
+        self.caption_exists = False
+        self.has_bom = False
+        self._disk_tags: list[str] = []
+        self._disk_digest: bytes | None = None
+        self._newline = "\n"
+        self._size: tuple[int, int] | None = None
+        # Path objects are built on first use: constructing 20,000 of them dominated open().
+        self._path: Path | None = None
+        self._caption_path: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = self.folder.path / self.name
+        return self._path
+
+    @property
+    def caption_path(self) -> Path:
+        if self._caption_path is None:
+            self._caption_path = self.folder.path / self.caption_name
+        return self._caption_path
+
+    def _moved(self) -> None:
+        """The folder was renamed: forget cached paths."""
+        self._path = self._caption_path = None
+
+    def __repr__(self) -> str:
+        return f"ImageItem({self.key!r}, tags={len(self.tags)})"
+
+    @property
+    def disk_tags(self) -> list[str]:
+        """Tags as last read from / written to disk."""
+        return self._disk_tags
+
+    @property
+    def has_changes(self) -> bool:
+        return self.caption_error is None and self.tags != self._disk_tags
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) from the file header (no decode); (0, 0) if the header is unreadable."""
+        if self._size is None:
+            self._size = read_image_size(self.path) or (0, 0)
+        return self._size
+
+    def load_caption(self) -> None:
+        """(Re)read the caption from disk; problems are stored in ``caption_error``."""
+        self.caption_error = None
+        self.has_bom = False
+        cap = os.path.join(self.folder.path, self.caption_name)
+        try:
+            with open(cap, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            self.caption_exists = False
+            self._disk_digest = None
+            self._disk_tags = []
+            self.tags = []
+            return
+        except OSError as err:
+            self.caption_exists = True
+            self.caption_error = f"cannot read {self.caption_path}: {err.strerror or err}"
+            self._disk_digest = None
+            self._disk_tags = []
+            self.tags = []
+            return
+        self.caption_exists = True
+        self._disk_digest = _digest(data)
+        try:
+            text = captions.decode_caption_bytes(data, cap)
+        except DatasetError as err:
+            self.caption_error = str(err)
+            self._disk_tags = []
+            self.tags = []
+            return
+        self.has_bom = data.startswith(b"\xef\xbb\xbf")
+        self._newline = "\r\n" if text.endswith("\r\n") else ("\n" if text.endswith(("\n", "\r")) else "")
+        self._disk_tags = captions.parse_caption(text)
+        self.tags = self._disk_tags
+
+    def caption_bytes(self) -> bytes:
+        """What ``save`` writes: the tags in booru style, keeping the file's line ending."""
+        return (captions.format_caption(self.tags) + self._newline).encode("utf-8")
+
+
+def read_image_size(path: Path) -> tuple[int, int] | None:
+    """Width and height from the image header only (PIL opens lazily)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - any unreadable header is reported by lint, not here
+        return None
+
+
+@dataclass
+class SaveReport:
+    written: list[str] = field(default_factory=list)
+    originals_kept: list[str] = field(default_factory=list)
+    overwritten_conflicts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RevertReport:
+    restored: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+class Dataset:
+    """Open with :meth:`Dataset.open`. Single-threaded: edit and read from the same thread."""
+
+    def __init__(self, root: Path, caption_ext: str, reg_root: Path | None) -> None:
+        self.root = root
+        self.caption_ext = caption_ext
+        self.reg_root = reg_root
+        self.folders: list[Folder] = []
+        self.reg_folders: list[Folder] = []
+        self.skipped: list[Skipped] = []
+        self.images: list[ImageItem] = []
+        self.warnings: list[str] = []
+        self._index: dict[str, ImageItem] = {}
+        self._dirty: set[str] = set()
+        self.history_log = History(self.state_dir / "history.jsonl", on_warning=self.warnings.append)
+
+    # ---- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: Path | str, caption_ext: str = ".txt", reg_root: Path | str | None = None) -> Dataset:
+        """Scan ``root`` (and ``reg_root``); raises DatasetError for a missing/unreadable root."""
+        root_path = _check_root(Path(root).expanduser(), "Dataset folder")
+        reg_path = _check_root(Path(reg_root).expanduser(), "Regularisation folder") if reg_root else None
+        ext = caption_ext if caption_ext.startswith(".") else "." + caption_ext
+        if ext in IMAGE_EXTENSIONS or len(ext) < 2:
+            raise DatasetError(f"Caption extension {caption_ext!r} is not usable; use e.g. '.txt' or '.caption'.")
+        ds = cls(root_path, ext, reg_path)
+        ds._scan()
+        return ds
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    def _scan(self) -> None:
+        self.folders, skipped = _scan_root(self.root, self.caption_ext, is_reg=False)
+        self.skipped = skipped
+        self.reg_folders = []
+        if self.reg_root is not None:
+            self.reg_folders, reg_skipped = _scan_root(self.reg_root, self.caption_ext, is_reg=True)
+            self.skipped.extend(reg_skipped)
+        self._reindex()
+        for item in self._all_items():
+            item.load_caption()
+        self._dirty.clear()
+
+    def _all_items(self) -> Iterable[ImageItem]:
+        for folder in (*self.folders, *self.reg_folders):
+            yield from folder.images
+
+    def _reindex(self) -> None:
+        self.images = [item for folder in self.folders for item in folder.images]
+        self._index = {item.key: item for item in self._all_items()}
+
+    def reload(self) -> None:
+        """Re-read everything from disk, discarding unsaved edits (the history is kept)."""
+        self._scan()
+
+    # ---- lookup -------------------------------------------------------------------------------
+    def image(self, key: str) -> ImageItem:
+        try:
+            return self._index[key]
+        except KeyError:
+            raise UserError(f"No image {key!r} in dataset {self.root}.") from None
+
+    def folder(self, name: str) -> Folder:
+        for folder in (*self.folders, *self.reg_folders):
+            if folder.name == name:
+                return folder
+        raise UserError(
+            f"No folder {name!r} in dataset {self.root}; folders: {', '.join(f.name for f in self.folders) or 'none'}."
+        )
+
+    def _find_folder(self, name: str, is_reg: bool) -> Folder:
+        for folder in self.reg_folders if is_reg else self.folders:
+            if folder.name == name:
+                return folder
+        raise UserError(f"Folder {name!r} is no longer in dataset {self.root}; it was renamed or removed on disk.")
+
+    @property
+    def all_images(self) -> list[ImageItem]:
+        """Training images followed by regularisation images."""
+        return list(self._all_items())
+
+    # ---- tag edits ----------------------------------------------------------------------------
+    def apply(self, op: TagOp, keys: Iterable[str] | None = None) -> Change:
+        """Apply ``op`` to ``keys`` (None: every training image, or the op's own keys).
+
+        Images whose caption could not be read (non-UTF-8...) are left alone. The returned
+        ``Change`` lists the images that changed; an op that changes nothing is not recorded.
+        """
+        if keys is None:
+            keys = op.default_keys()
+        items = self.images if keys is None else [self.image(k) for k in keys]
+        before: dict[str, list[str]] = {}
+        after: dict[str, list[str]] = {}
+        transform = op.transform
+        for item in items:  # the hot loop of every bulk edit: keep it lean
+            tags = item.tags
+            new = transform(tags, item.key)
+            if new is not tags and new != tags and item.caption_error is None:
+                before[item.key] = tags
+                after[item.key] = new
+        change = Change(label=op.describe(), kind="tags", before=before, after=after, op=op)
+        if after:
+            self._set_tags(after)
+            self.history_log.record(change)
+        return change
+
+    def _set_tags(self, tags_by_key: dict[str, list[str]]) -> None:
+        index, dirty = self._index, self._dirty
+        for key, tags in tags_by_key.items():
+            index[key].tags = tags  # a fresh list from the op; lists are replaced, never mutated
+        # "Maybe dirty": dirty_keys compares with the disk state, so an undo back to it is clean.
+        dirty.update(tags_by_key)
+
+    @property
+    def history(self) -> list[Change]:
+        """Undoable changes, oldest first (survives a restart via ``.kazari/history.jsonl``)."""
+        return list(self.history_log.undo_stack)
+
+    @property
+    def redo_stack(self) -> list[Change]:
+        """Undone changes; the last one is what ``redo`` re-applies."""
+        return list(self.history_log.redo_stack)
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self.history_log.undo_stack)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self.history_log.redo_stack)
+
+    def undo(self) -> Change | None:
+        """Undo the last change (None if there is none). Tag changes need a ``save`` to hit disk."""
+        change = self.history_log.pop_undo()
+        if change is not None:
+            self._replay(change, forward=False)
+        return change
+
+    def redo(self) -> Change | None:
+        change = self.history_log.pop_redo()
+        if change is not None:
+            self._replay(change, forward=True)
+        return change
+
+    def _replay(self, change: Change, forward: bool) -> None:
+        if change.kind == "tags":
+            expect, target = (change.before, change.after) if forward else (change.after, change.before)
+            # Only touch images still in the state this change left them in: anything else was
+            # edited outside this history (e.g. on disk) and must not be clobbered.
+            apply_now = {}
+            skipped = []
+            for key, tags in target.items():
+                item = self._index.get(key)
+                if item is not None and item.tags == expect.get(key):
+                    apply_now[key] = tags
+                else:
+                    skipped.append(key)
+            self._set_tags(apply_now)
+            change.extra["skipped"] = skipped
+        elif change.kind == "repeats":
+            old, new = change.extra["old"], change.extra["new"]
+            self._rename_folder(*((old, new) if forward else (new, old)), is_reg=bool(change.extra.get("reg")))
+            self.history_log.flush()
+        elif change.kind == "trash":
+            if forward:
+                self._trash_item(self.image(change.extra["key"]), change)
+            else:
+                self._restore_item(change)
+            self.history_log.flush()
+
+    # ---- structural edits (take effect on disk at once) ---------------------------------------
+    def set_repeats(self, folder_name: str, repeats: int) -> Change:
+        """Rename ``N_name`` to ``repeats_name`` (refuses to overwrite an existing folder)."""
+        folder = self.folder(folder_name)
+        if folder.plain:
+            raise UserError(
+                f"{folder.path} is a plain image folder, which has no repeat count in its name. "
+                "Move the images into a subfolder named like '10_trigger' to set repeats."
+            )
+        if not isinstance(repeats, int) or repeats < 1:
+            raise UserError(f"Repeats must be a whole number of at least 1, not {repeats!r}.")
+        new_name = f"{repeats}_{folder.class_tokens}" if folder.class_tokens or "_" in folder.name else str(repeats)
+        if new_name == folder.name:
+            return Change(label=f"repeats of {folder.name} unchanged", kind="repeats")
+        if (folder.path.parent / new_name).exists():
+            raise UserError(
+                f"Cannot rename {folder.path} to {new_name}: that folder already exists. Merge or rename it first."
+            )
+        change = Change(
+            label=f"repeats {folder.name} -> {new_name}", kind="repeats",
+            extra={"old": folder.name, "new": new_name, "reg": folder.is_reg},
+        )
+        self._rename_folder(folder.name, new_name, folder.is_reg)
+        self.history_log.record(change)
+        self.history_log.flush()
+        return change
+
+    def _rename_folder(self, old: str, new: str, is_reg: bool = False) -> None:
+        folder = self._find_folder(old, is_reg)
+        target = folder.path.parent / new
+        if target.exists():
+            raise UserError(f"Cannot rename {folder.path} to {target}: that folder already exists.")
+        try:
+            os.rename(folder.path, target)
+        except OSError as err:
+            raise UserError(f"Cannot rename {folder.path} to {target}: {err.strerror or err}.") from None
+        # Originals follow their folder so revert still finds them.
+        base = self._originals_dir / "reg" if folder.is_reg else self._originals_dir
+        if (base / old).exists() and not (base / new).exists():
+            os.rename(base / old, base / new)
+        parsed = parse_folder_name(new) or (folder.repeats, folder.class_tokens)
+        folder.path, folder.name, folder.repeats = target, new, parsed[0]
+        prefix = (REG_PREFIX if folder.is_reg else "") + new + "/"
+        for item in folder.images:
+            old_key = item.key
+            item.key = prefix + item.name
+            item._moved()
+            if old_key in self._dirty:
+                self._dirty.discard(old_key)
+                self._dirty.add(item.key)
+        self._reindex()
+
+    def trash(self, key: str) -> Change:
+        """Move an image and its caption to ``.kazari/trash/`` (undoable; nothing is deleted)."""
+        item = self.image(key)
+        change = Change(label=f"trash {key}", kind="trash", extra={"key": key})
+        self._trash_item(item, change)
+        self.history_log.record(change)
+        self.history_log.flush()
+        return change
+
+    def _trash_item(self, item: ImageItem, change: Change) -> None:
+        trash = self.state_dir / "trash" / _relative_key(item.key)
+        dest_image = _free_path(trash.parent / item.path.name)
+        dest_image.parent.mkdir(parents=True, exist_ok=True)
+        moved: dict[str, str] = {}
+        try:
+            shutil.move(str(item.path), dest_image)
+            moved["image"] = dest_image.relative_to(self.root).as_posix()
+            if item.caption_path.exists():
+                dest_caption = _free_path(dest_image.with_name(dest_image.stem + self.caption_ext))
+                shutil.move(str(item.caption_path), dest_caption)
+                moved["caption"] = dest_caption.relative_to(self.root).as_posix()
+        except OSError as err:
+            raise UserError(f"Cannot move {item.path} to the trash: {err.strerror or err}.") from None
+        change.extra.update(moved)
+        change.extra.update(tags=list(item.tags), folder=item.folder.name, reg=item.folder.is_reg)
+        item.folder.images.remove(item)
+        self._dirty.discard(item.key)
+        self._reindex()
+
+    def _restore_item(self, change: Change) -> None:
+        key = change.extra["key"]
+        folder = self._find_folder(change.extra["folder"], bool(change.extra.get("reg")))
+        image_path = folder.path / key.rsplit("/", 1)[-1]
+        if image_path.exists():
+            raise UserError(f"Cannot restore {key} from the trash: {image_path} exists again.")
+        shutil.move(str(self.root / change.extra["image"]), image_path)
+        item = ImageItem(key, image_path, image_path.with_name(image_path.stem + self.caption_ext), folder)
+        if "caption" in change.extra:
+            shutil.move(str(self.root / change.extra["caption"]), item.caption_path)
+        item.load_caption()
+        folder.images.append(item)
+        folder.images.sort(key=lambda i: _natural_key(i.path.name))
+        self._reindex()
+        self._set_tags({key: change.extra.get("tags", item.tags)})
+
+    # ---- saving -------------------------------------------------------------------------------
+    @property
+    def dirty_keys(self) -> list[str]:
+        """Images whose in-memory tags differ from their caption on disk."""
+        dirty = self._dirty
+        return [item.key for item in self._all_items() if item.key in dirty and item.has_changes]
+
+    @property
+    def _originals_dir(self) -> Path:
+        return self.state_dir / "originals"
+
+    def _original_path(self, item: ImageItem) -> Path:
+        return self._originals_dir / _relative_key(item.key, item.caption_path.name)
+
+    def conflicts(self, keys: Iterable[str] | None = None) -> list[str]:
+        """Changed images whose caption file was modified on disk since it was loaded."""
+        out = []
+        for key in self.dirty_keys if keys is None else keys:
+            item = self._index[key]
+            if _digest(_read_or_none(item.caption_path)) != item._disk_digest:
+                out.append(key)
+        return out
+
+    def save(self, force: bool = False) -> SaveReport:
+        """Write changed captions atomically; keep originals first; refuse on-disk conflicts."""
+        dirty = self.dirty_keys
+        report = SaveReport()
+        if not dirty:
+            self.history_log.flush()
+            return report
+        conflicts = self.conflicts(dirty)
+        if conflicts and not force:
+            shown = ", ".join(str(self._index[k].caption_path) for k in conflicts[:5])
+            more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+            err = ConflictError(
+                f"Not saved: {len(conflicts)} caption file(s) changed on disk since kazari loaded them "
+                f"({shown}{more}).",
+                path=self._index[conflicts[0]].caption_path,
+                hint="Reload the dataset to pick up the other edits (your unsaved edits to those files are "
+                "dropped), or save with force to overwrite them.",
+            )
+            err.keys = conflicts  # type: ignore[attr-defined]
+            raise err
+        report.overwritten_conflicts = conflicts
+        items = [self._index[k] for k in dirty]
+        payload = [(item.caption_path, item.caption_bytes()) for item in items]
+        try:
+            self._keep_originals(items, report)
+            atomic_write_many(payload)
+        except OSError as err:
+            raise UserError(
+                f"Saving captions failed ({err.strerror or err}: {getattr(err, 'filename', '')}); "
+                "files already written are complete, the rest are unchanged.",
+                hint="Check free space and write permission, then save again.",
+            ) from None
+        for item, (_, data) in zip(items, payload, strict=True):
+            item._disk_digest = _digest(data)
+            item._disk_tags = item.tags
+            item.caption_exists = True
+            item.has_bom = False
+            report.written.append(item.key)
+        self._dirty.clear()
+        self.history_log.flush()
+        return report
+
+    def _keep_originals(self, items: Sequence[ImageItem], report: SaveReport) -> None:
+        writes: list[tuple[Path, bytes]] = []
+        for item in items:
+            orig = self._original_path(item)
+            absent = orig.with_name(orig.name + ".absent")
+            if orig.exists() or absent.exists():
+                continue
+            orig.parent.mkdir(parents=True, exist_ok=True)
+            data = _read_or_none(item.caption_path)
+            # A marker says "there was no caption": revert then moves the created one to the trash.
+            writes.append((absent, b"") if data is None else (orig, data))
+            report.originals_kept.append(item.key)
+        if writes:
+            atomic_write_many(writes)
+
+    def revert_all(self) -> RevertReport:
+        """Put every caption back as it arrived (byte for byte) and clear the undo history.
+
+        Captions kazari created are moved to the trash. Unsaved edits are discarded.
+        """
+        report = RevertReport()
+        writes: list[tuple[Path, bytes]] = []
+        for item in self._all_items():
+            orig = self._original_path(item)
+            absent = orig.with_name(orig.name + ".absent")
+            if absent.exists() and item.caption_path.exists():
+                dest = _free_path(self.state_dir / "trash" / _relative_key(item.key, item.caption_path.name))
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(item.caption_path), dest)
+                report.removed.append(item.key)
+            elif orig.exists():
+                data = orig.read_bytes()
+                if _read_or_none(item.caption_path) != data:
+                    writes.append((item.caption_path, data))
+                    report.restored.append(item.key)
+        if writes:
+            atomic_write_many(writes)
+        for item in self._all_items():
+            item.load_caption()
+        self._dirty.clear()
+        self.history_log.pending.clear()
+        self.history_log.clear()
+        self.history_log.flush()
+        return report
+
+
+# ---- scanning helpers ---------------------------------------------------------------------------
+
+def _check_root(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DatasetError(f"{what} {path} does not exist.", path=path, hint="Check the path (and its spelling).")
+    if not path.is_dir():
+        raise DatasetError(
+            f"{what} {path} is a file, not a folder.", path=path,
+            hint="Pass the folder that contains the N_name subfolders (or the images).",
+        )
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise DatasetError(f"{what} {path} cannot be read (permission denied).", path=path)
+    return path.resolve()
+
+
+def _list_dir(path: Path, natural: bool = True) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda e: _natural_key(e.name)) if natural else list(it)
+    except OSError as err:
+        raise DatasetError(f"Cannot list folder {path}: {err.strerror or err}.", path=path) from None
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _scan_root(root: Path, caption_ext: str, is_reg: bool) -> tuple[list[Folder], list[Skipped]]:
+    entries = [e for e in _list_dir(root) if not e.name.startswith(".")]
+    dirs = [e for e in entries if _is_dir(e)]
+    files = [e for e in entries if not _is_dir(e)]
+    root_images = [e for e in files if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS]
+    numbered = [e for e in dirs if parse_folder_name(e.name) is not None]
+    skipped: list[Skipped] = []
+    folders: list[Folder] = []
+    if root_images and not numbered:
+        # A plain folder of images: sd-scripts would need it as a subset with num_repeats = 1.
+        folder = Folder(root, root.name, 1, None, "", is_reg=is_reg, plain=True)
+        _scan_folder(folder, "" if not is_reg else REG_PREFIX, caption_ext, skipped)
+        for d in dirs:
+            skipped.append(Skipped(Path(d.path), "subfolder inside a plain image folder is not read", "folder-nested"))
+        return [folder], skipped
+    for d in dirs:
+        parsed = parse_folder_name(d.name)
+        if parsed is None:
+            skipped.append(Skipped(
+                Path(d.path),
+                f"folder name {d.name!r} does not start with a repeat count like '10_'; sd-scripts ignores it",
+                "folder-unnumbered",
+            ))
+            continue
+        repeats, class_tokens = parsed
+        if repeats < 1:
+            skipped.append(Skipped(
+                Path(d.path), f"repeat count {repeats} in {d.name!r} is below 1; sd-scripts skips this folder",
+                "folder-zero-repeats",
+            ))
+            continue
+        trigger = class_tokens.split()[0] if class_tokens.split() else None
+        folder = Folder(Path(d.path), d.name, repeats, trigger, class_tokens, is_reg=is_reg)
+        _scan_folder(folder, (REG_PREFIX if is_reg else "") + d.name + "/", caption_ext, skipped)
+        folders.append(folder)
+    for f in root_images:
+        skipped.append(Skipped(
+            Path(f.path), "image directly in the dataset root is not read; move it into an N_name folder",
+            "image-at-root",
+        ))
+    return folders, skipped
+
+
+def _scan_folder(folder: Folder, key_prefix: str, caption_ext: str, all_skipped: list[Skipped]) -> None:
+    skipped: list[Skipped] = []
+    entries = _list_dir(folder.path, natural=False)  # only the images get sorted, below
+    names = {e.name for e in entries}
+    image_stems: set[str] = set()
+    caption_files: list[os.DirEntry[str]] = []
+    cap_lower = caption_ext.lower()
+    for entry in entries:
+        name = entry.name
+        if name.startswith("."):
+            continue
+        stem, dot, ext = name.rpartition(".")
+        if not dot:
+            stem, ext = name, ""
+        lower = "." + ext.lower()
+        if lower in IMAGE_EXTENSIONS:
+            if entry.is_dir():
+                skipped.append(Skipped(Path(entry.path), "nested folder is not read by sd-scripts", "folder-nested"))
+                continue
+            caption_name = stem + caption_ext
+            folder.images.append(ImageItem(key_prefix + name, name, caption_name, folder))
+            image_stems.add(stem)
+            if caption_name not in names:
+                skipped.append(Skipped(
+                    Path(entry.path), f"image has no {caption_ext} caption; sd-scripts uses the folder name as its caption",
+                    "caption-missing",
+                ))
+        elif lower == cap_lower and name.endswith(caption_ext):
+            caption_files.append(entry)
+        elif _is_dir(entry):
+            skipped.append(Skipped(Path(entry.path), "nested folder is not read by sd-scripts", "folder-nested"))
+        elif lower in UNSUPPORTED_IMAGE_EXTENSIONS:
+            skipped.append(Skipped(
+                Path(entry.path), f"{lower} images are not read by sd-scripts; convert to PNG", "image-unsupported",
+            ))
+    folder.images.sort(key=lambda i: _natural_key(i.name))
+    for entry in sorted(caption_files, key=lambda e: _natural_key(e.name)):
+        if entry.name[: -len(caption_ext)] not in image_stems and not _is_dir(entry):
+            skipped.append(Skipped(Path(entry.path), "caption without a matching image", "caption-orphan"))
+    skipped.sort(key=lambda s: _natural_key(s.path.name))
+    all_skipped.extend(skipped)
+
+
+def _relative_key(key: str, filename: str | None = None) -> str:
+    rel = ("reg/" + key.removeprefix(REG_PREFIX)) if key.startswith(REG_PREFIX) else key
+    if filename is not None:
+        rel = rel.rsplit("/", 1)[0] + "/" + filename if "/" in rel else filename
+    return rel
+
+
+def _free_path(path: Path) -> Path:
+    """``path``, or ``name (2).ext``... if taken: the trash never overwrites an earlier item."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem} ({n}){path.suffix}")
+        n += 1
+    return candidate
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+__all__ = [
+    "Dataset", "Folder", "ImageItem", "Skipped", "SaveReport", "RevertReport", "parse_folder_name",
+    "read_image_size", "IMAGE_EXTENSIONS",
+]
