@@ -1,0 +1,518 @@
+"""Load an SD1.x base model (single file or diffusers folder) into one bundle, offline.
+
+API (stable)::
+
+    bundle = load_sd1(path, vae=None, tokenizer=None, dtype=torch.float32, device="cpu",
+                      vae_dtype=None, config=None)
+    bundle.unet / .text_encoder / .vae / .tokenizer   # diffusers / transformers modules, frozen (eval)
+    bundle.noise_scheduler                             # DDPMScheduler with SD1's training betas
+    bundle.model_name                                  # file or folder name (for ss_sd_model_name)
+    bundle.model_hash / bundle.model_sha256            # legacy 8-hex and full sha256 (lazy; None for folders)
+    bundle.vae_name, bundle.vae_hash, bundle.vae_sha256
+    bundle.path, bundle.device, bundle.dtype, bundle.vae_scale_factor
+
+    sd1_scheduler_config(kind="ddpm") -> dict           # SD1 betas for any diffusers scheduler class
+    sd15_unet_config() / sd15_vae_config() / sd15_text_config() -> dict   # full-size SD1.5 shapes
+    build_sd1_random(device="cpu", dtype=torch.float32, config_dir=None) -> (unet, text_encoder, vae)
+        random weights with the SD1.5 architecture (or ``config_dir``'s) — for benches, no download.
+    SD1_CONFIG_DIR                                     # the shipped configs (trainer/sd1_configs/*.json)
+    write_sd1_configs(folder, configs=None) -> folder  # as a diffusers config folder (from_single_file)
+
+Single files (``.safetensors``, ``.ckpt``/``.pt`` read with ``weights_only=True``) are converted with
+diffusers' ``from_single_file`` using component configs that never come from the network: the
+``config`` argument, else the configs embedded by ``trainer.tiny`` (metadata key
+``kazari.sd1_configs``), else the shipped SD1.5 configs when the tensor shapes are SD1.5's.
+Every user mistake (missing file, SDXL/SD2/inpainting model, unreadable pickle, no tokenizer) is a
+``UserError`` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tagging.errors import UserError
+
+SD1_CONFIG_DIR = Path(__file__).with_name("sd1_configs")
+CLIP_TOKENIZER_REPO = "openai/clip-vit-large-patch14"
+EMBEDDED_CONFIG_KEY = "kazari.sd1_configs"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+_SD1_BETAS = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
+
+
+def sd1_scheduler_config(kind: str = "ddpm") -> dict[str, Any]:
+    """SD1's noise schedule as a diffusers scheduler config (``clip_sample`` off, as sd-scripts)."""
+    cfg: dict[str, Any] = dict(_SD1_BETAS, clip_sample=False, prediction_type="epsilon")
+    if kind == "pndm":
+        cfg.update(skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    elif kind in ("ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras"):
+        cfg.update(steps_offset=1, set_alpha_to_one=False)
+    return cfg
+
+
+_COMPONENTS = ("unet", "vae", "text_encoder", "scheduler")
+
+
+def _config_name(component: str) -> str:
+    return "scheduler_config.json" if component == "scheduler" else "config.json"
+
+
+def _read_config(component: str, config_dir: Path | None = None) -> dict[str, Any]:
+    """A component config from a diffusers-layout ``config_dir``, else the shipped SD1.5 one."""
+    path = config_dir / component / _config_name(component) if config_dir else SD1_CONFIG_DIR / f"{component}.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_sd1_configs(folder: Path, configs: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Lay out component configs (default: the shipped SD1.5 ones) as a diffusers config folder."""
+    configs = configs or {c: _read_config(c) for c in _COMPONENTS}
+    for component, cfg in configs.items():
+        (folder / component).mkdir(parents=True, exist_ok=True)
+        (folder / component / _config_name(component)).write_text(json.dumps(cfg), encoding="utf-8")
+    return folder
+
+
+def sd15_unet_config() -> dict[str, Any]:
+    return _read_config("unet")
+
+
+def sd15_vae_config() -> dict[str, Any]:
+    return _read_config("vae")
+
+
+def sd15_text_config() -> dict[str, Any]:
+    return _read_config("text_encoder")
+
+
+def _init_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if not k.startswith("_") and k != "architectures"}
+
+
+def build_sd1_random(
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    config_dir: Path | None = None,
+) -> tuple[Any, Any, Any]:
+    """Random-weight U-Net, CLIP text encoder and VAE with SD1.5's architecture (for benches).
+
+    ``device="meta"`` builds the modules without allocating weights (for counting modules).
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.device(device):
+        unet = UNet2DConditionModel(**_init_kwargs(_read_config("unet", config_dir)))
+        vae = AutoencoderKL(**_init_kwargs(_read_config("vae", config_dir)))
+        te_cfg = _init_kwargs(_read_config("text_encoder", config_dir))
+        te_cfg.pop("model_type", None)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**te_cfg))
+    if str(device) != "meta" and dtype != torch.float32:
+        unet, vae, text_encoder = (m.to(dtype=dtype) for m in (unet, vae, text_encoder))
+    return unet, text_encoder, vae
+
+
+# --------------------------------------------------------------------------------------- hashes
+
+
+def legacy_model_hash(path: Path) -> str:
+    """A1111's old 8-hex model hash (sha256 of 64 KiB at offset 1 MiB), as ``ss_sd_model_hash``."""
+    with open(path, "rb") as f:
+        f.seek(0x100000)
+        return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------- bundle
+
+
+@dataclass
+class SD1Bundle:
+    unet: Any
+    text_encoder: Any
+    vae: Any
+    tokenizer: Any
+    noise_scheduler: Any
+    path: Path
+    vae_path: Path | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    _hashes: dict[str, str | None] = field(default_factory=dict, repr=False)
+
+    @property
+    def model_name(self) -> str:
+        return self.path.name
+
+    @property
+    def vae_name(self) -> str | None:
+        return self.vae_path.name if self.vae_path else None
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def _hash(self, key: str, path: Path | None, fn) -> str | None:
+        if key not in self._hashes:
+            self._hashes[key] = fn(path) if path is not None and path.is_file() else None
+        return self._hashes[key]
+
+    @property
+    def model_hash(self) -> str | None:
+        return self._hash("model", self.path, legacy_model_hash)
+
+    @property
+    def model_sha256(self) -> str | None:
+        return self._hash("model256", self.path, file_sha256)
+
+    @property
+    def vae_hash(self) -> str | None:
+        return self._hash("vae", self.vae_path, legacy_model_hash)
+
+    @property
+    def vae_sha256(self) -> str | None:
+        return self._hash("vae256", self.vae_path, file_sha256)
+
+
+# --------------------------------------------------------------------------------------- loading
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and (safetensors) metadata of a checkpoint; pickles only with ``weights_only=True``."""
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = dict(f.metadata() or {})
+            return load_file(str(path)), metadata
+        except Exception as err:  # corrupt header, truncated download...
+            raise UserError(
+                f"{path} is not a readable .safetensors file ({err}).",
+                path=path,
+                hint="Re-download it, or point the setting at another checkpoint.",
+            ) from err
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(
+            f"{path} could not be loaded safely as a checkpoint: {err}. kazari only reads pickled "
+            "checkpoints with torch.load(weights_only=True), which refuses files that contain code.",
+            path=path,
+            hint="Use the .safetensors version of this model, or convert the file to .safetensors.",
+        ) from err
+    metadata: dict[str, str] = {}
+    if isinstance(obj, dict) and isinstance(obj.get(EMBEDDED_CONFIG_KEY), str):
+        metadata[EMBEDDED_CONFIG_KEY] = obj[EMBEDDED_CONFIG_KEY]
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} does not contain a state dict.", path=path)
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, metadata
+
+
+_UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
+_UNET_ATTN2_K = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+_CLIP_POS = "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"
+
+
+def _wrong_family(path: Path, what: str) -> UserError:
+    return UserError(
+        f"{path} is {what}, but kazari trains LoRAs for Stable Diffusion 1.x only.",
+        path=path,
+        hint="Choose an SD1.x checkpoint (e.g. an SD1.5-based anime model) as [model] pretrained_model.",
+    )
+
+
+def check_single_file_family(path: Path, sd: dict[str, torch.Tensor]) -> None:
+    """Reject SDXL, SD2 (OpenCLIP, incl. v-prediction) and inpainting checkpoints with a clear message."""
+    if any(k.startswith("conditioner.embedders.") for k in sd):
+        raise _wrong_family(path, "an SDXL checkpoint")
+    if any(k.startswith("cond_stage_model.model.") for k in sd):
+        raise _wrong_family(path, "an SD2.x checkpoint (OpenCLIP text encoder, often v-prediction)")
+    if _UNET_IN not in sd:
+        raise UserError(
+            f"{path} has no Stable Diffusion U-Net (key {_UNET_IN} missing); it may be a LoRA, a VAE "
+            "or an embedding rather than a base model.",
+            path=path,
+            hint="Set [model] pretrained_model to a full SD1.x checkpoint.",
+        )
+    if sd[_UNET_IN].shape[1] != 4:
+        raise _wrong_family(path, f"an inpainting/other model ({sd[_UNET_IN].shape[1]} U-Net input channels)")
+    if _CLIP_POS not in sd:
+        raise UserError(
+            f"{path} has no CLIP text encoder (key {_CLIP_POS} missing).",
+            path=path,
+            hint="Use a full SD1.x checkpoint that includes the text encoder.",
+        )
+
+
+def _config_dir_for(path: Path, sd: dict[str, torch.Tensor], metadata: dict[str, str], tmp: Path) -> Path:
+    embedded = metadata.get(EMBEDDED_CONFIG_KEY)
+    if embedded:
+        return write_sd1_configs(tmp, json.loads(embedded))
+    channels = sd[_UNET_IN].shape[0]
+    context = sd[_UNET_ATTN2_K].shape[1] if _UNET_ATTN2_K in sd else None
+    if channels == 320 and context == 768:
+        return write_sd1_configs(tmp)
+    raise UserError(
+        f"{path} has an SD1-like layout but unusual sizes (base channels {channels}, context {context}); "
+        "kazari only ships the SD1.5 configs.",
+        path=path,
+        hint="Convert it to a diffusers folder and point [model] pretrained_model at that folder.",
+    )
+
+
+def _check_folder_family(path: Path) -> None:
+    try:
+        unet_cfg = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"{path} is not a diffusers model folder (unet/config.json unreadable: {err}).",
+            path=path,
+            hint="Point [model] pretrained_model at a .safetensors/.ckpt file or a diffusers folder.",
+        ) from err
+    if unet_cfg.get("addition_embed_type") or unet_cfg.get("cross_attention_dim") == 2048:
+        raise _wrong_family(path, "an SDXL model")
+    if unet_cfg.get("cross_attention_dim") == 1024:
+        raise _wrong_family(path, "an SD2.x model")
+    if unet_cfg.get("in_channels", 4) != 4:
+        raise _wrong_family(path, "an inpainting/other model")
+    sched = path / "scheduler" / "scheduler_config.json"
+    if sched.is_file():
+        try:
+            pred = json.loads(sched.read_text(encoding="utf-8")).get("prediction_type", "epsilon")
+        except ValueError:
+            pred = "epsilon"
+        if pred == "v_prediction":
+            raise _wrong_family(path, "a v-prediction model")
+
+
+def _check_tokenizer(tok: Any) -> None:
+    # transformers 5 returns an empty tokenizer (only specials) instead of failing on missing files.
+    if len(tok) <= 256:
+        raise ValueError(f"tokenizer has only {len(tok)} tokens (vocab.json/merges.txt missing?)")
+
+
+def load_tokenizer(tokenizer: Path | str | None, fallback_folder: Path | None = None) -> Any:
+    """CLIP tokenizer from ``tokenizer`` (folder), else ``fallback_folder``, else the HF cache/download."""
+    from transformers import CLIPTokenizer
+
+    candidates: list[Path] = []
+    if tokenizer is not None:
+        t = Path(tokenizer).expanduser()
+        if not t.is_dir():
+            raise UserError(
+                f"Tokenizer folder {t} does not exist.",
+                path=t,
+                hint="Set [model] tokenizer to a folder holding vocab.json and merges.txt (or tokenizer.json).",
+            )
+        candidates += [t / "tokenizer", t] if (t / "tokenizer").is_dir() else [t]
+    elif fallback_folder is not None and fallback_folder.is_dir():
+        candidates.append(fallback_folder)
+    for c in candidates:
+        try:
+            tok = CLIPTokenizer.from_pretrained(str(c), local_files_only=True)
+            _check_tokenizer(tok)
+            return tok
+        except Exception as err:
+            raise UserError(
+                f"Could not read a CLIP tokenizer from {c}: {err}.",
+                path=c,
+                hint="The folder needs vocab.json and merges.txt (or tokenizer.json) of CLIP ViT-L/14.",
+            ) from err
+    last: Exception | None = None
+    for local_only in (True, False):
+        if not local_only and os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+            break
+        try:
+            tok = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_REPO, local_files_only=local_only)
+            _check_tokenizer(tok)
+            return tok
+        except Exception as err:  # not cached / no network
+            last = err
+    raise UserError(
+        f"No CLIP tokenizer is available: it is not in the Hugging Face cache and could not be downloaded "
+        f"({type(last).__name__}).",
+        hint=f"Connect once so kazari can cache {CLIP_TOKENIZER_REPO}, or set [model] tokenizer to a local "
+        "folder holding its vocab.json and merges.txt.",
+    )
+
+
+def _load_vae(vae: Path, config_dir: Path, dtype: torch.dtype) -> Any:
+    from diffusers import AutoencoderKL
+
+    if vae.is_dir():
+        sub = "vae" if (vae / "vae" / "config.json").is_file() else None
+        try:
+            return AutoencoderKL.from_pretrained(str(vae), subfolder=sub, torch_dtype=dtype, local_files_only=True)
+        except Exception as err:
+            raise UserError(f"Could not load the VAE folder {vae}: {err}.", path=vae) from err
+    sd, _ = read_state_dict(vae)
+    if any(k.startswith("model.diffusion_model.") for k in sd):
+        # A full checkpoint given as VAE: take its first_stage_model part.
+        sd = {k: v for k, v in sd.items() if k.startswith("first_stage_model.")}
+    if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.")) for k in sd):
+        raise UserError(f"{vae} does not look like a VAE (no encoder/decoder weights).", path=vae)
+    try:
+        return AutoencoderKL.from_single_file(
+            sd, config=str(config_dir), subfolder="vae", torch_dtype=dtype, local_files_only=True
+        )
+    except Exception as err:
+        raise UserError(
+            f"{vae} could not be loaded as an SD1 VAE: {err}.",
+            path=vae,
+            hint="Use an SD1.x VAE (e.g. vae-ft-mse-840000-ema-pruned.safetensors) or leave [model] vae empty.",
+        ) from err
+
+
+def load_sd1(
+    path: Path | str,
+    vae: Path | str | None = None,
+    tokenizer: Path | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    vae_dtype: torch.dtype | None = None,
+    config: Path | str | None = None,
+) -> SD1Bundle:
+    """Load an SD1.x model; frozen modules in ``dtype`` (VAE in ``vae_dtype`` if given) on ``device``."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    path = Path(path).expanduser()
+    vae_path = Path(vae).expanduser() if vae else None
+    if not path.exists():
+        raise UserError(
+            f"Base model {path} does not exist.",
+            path=path,
+            hint="Set [model] pretrained_model to an SD1.x .safetensors/.ckpt file or a diffusers folder.",
+        )
+    if vae_path is not None and not vae_path.exists():
+        raise UserError(f"VAE {vae_path} does not exist.", path=vae_path, hint="Fix [model] vae or leave it empty.")
+    vae_dtype = vae_dtype or dtype
+    config_dir = Path(config) if config else None
+
+    with tempfile.TemporaryDirectory(prefix="kazari-sd1cfg-") as tmp:
+        if path.is_dir():
+            _check_folder_family(path)
+            try:
+                unet = UNet2DConditionModel.from_pretrained(
+                    str(path), subfolder="unet", torch_dtype=dtype, local_files_only=True
+                )
+                text_encoder = CLIPTextModel.from_pretrained(
+                    str(path), subfolder="text_encoder", torch_dtype=dtype, local_files_only=True
+                )
+                vae_model = (
+                    None
+                    if vae_path
+                    else AutoencoderKL.from_pretrained(
+                        str(path), subfolder="vae", torch_dtype=vae_dtype, local_files_only=True
+                    )
+                )
+            except UserError:
+                raise
+            except Exception as err:
+                raise UserError(
+                    f"Could not load the diffusers folder {path}: {err}.",
+                    path=path,
+                    hint="Check that unet/, text_encoder/ and vae/ hold config.json and weights.",
+                ) from err
+            tok = load_tokenizer(tokenizer, path / "tokenizer")
+            cfg_for_vae = path
+        else:
+            if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+                raise UserError(
+                    f"{path} is not a model file kazari can read (expected one of {', '.join(SINGLE_FILE_SUFFIXES)}).",
+                    path=path,
+                )
+            sd, metadata = read_state_dict(path)
+            check_single_file_family(path, sd)
+            cfg = config_dir or _config_dir_for(path, sd, metadata, Path(tmp))
+            unet, text_encoder, vae_model = _from_single_file(path, sd, cfg, dtype, vae_dtype, need_vae=not vae_path)
+            del sd
+            tok = load_tokenizer(tokenizer)
+            cfg_for_vae = cfg
+        if vae_path is not None:
+            vae_model = _load_vae(vae_path, cfg_for_vae, vae_dtype)
+
+    if len(tok) > text_encoder.config.vocab_size:
+        raise UserError(
+            f"The tokenizer has {len(tok)} tokens but the text encoder of {path} only {text_encoder.config.vocab_size}.",
+            path=path,
+            hint="Use the CLIP ViT-L/14 tokenizer that belongs to this model ([model] tokenizer).",
+        )
+    device = torch.device(device)
+    for m in (unet, text_encoder, vae_model):
+        m.requires_grad_(False)
+        m.eval()
+        if device.type != "cpu":  # loaded on the CPU; .to() on CPU would only log diffusers' dtype note
+            m.to(device)
+    noise_scheduler = DDPMScheduler(**sd1_scheduler_config("ddpm"))
+    return SD1Bundle(
+        unet=unet,
+        text_encoder=text_encoder,
+        vae=vae_model,
+        tokenizer=tok,
+        noise_scheduler=noise_scheduler,
+        path=path,
+        vae_path=vae_path,
+        device=device,
+        dtype=dtype,
+    )
+
+
+def _from_single_file(
+    path: Path,
+    sd: dict[str, torch.Tensor],
+    cfg: Path,
+    dtype: torch.dtype,
+    vae_dtype: torch.dtype,
+    need_vae: bool,
+) -> tuple[Any, Any, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from transformers import CLIPTextModel
+
+    try:
+        unet = UNet2DConditionModel.from_single_file(
+            sd, config=str(cfg), subfolder="unet", torch_dtype=dtype, local_files_only=True
+        )
+        text_encoder = create_diffusers_clip_model_from_ldm(
+            CLIPTextModel, sd, subfolder="text_encoder", config=str(cfg), torch_dtype=dtype, local_files_only=True
+        )
+        vae = (
+            AutoencoderKL.from_single_file(
+                sd, config=str(cfg), subfolder="vae", torch_dtype=vae_dtype, local_files_only=True
+            )
+            if need_vae
+            else None
+        )
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(
+            f"{path} could not be converted as an SD1.x checkpoint: {err}.",
+            path=path,
+            hint="Check that the file is a complete SD1.x model (not a LoRA, VAE or pruned U-Net only).",
+        ) from err
+    return unet, text_encoder, vae
