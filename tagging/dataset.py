@@ -8,6 +8,7 @@ under ``.kazari/originals/`` and refusing to clobber a caption edited on disk me
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -236,6 +237,15 @@ class Dataset:
         if self.reg_root is not None:
             self.reg_folders, reg_skipped = _scan_root(self.reg_root, self.caption_ext, is_reg=True)
             self.skipped.extend(reg_skipped)
+        for folder in (*self.folders, *self.reg_folders):
+            parsed = parse_folder_name(folder.path.name) if folder.plain else None
+            note = (
+                f"{folder.path} is itself named like a kohya folder ({parsed[0]} repeats) but was opened as "
+                "the dataset root, so it is read as a plain folder with 1 repeat; open its parent folder "
+                "instead (sd-scripts' train_data_dir is the parent too)."
+            ) if parsed else None
+            if note and note not in self.warnings:  # _scan also runs on reload
+                self.warnings.append(note)
         self._reindex()
         for item in self._all_items():
             item.load_caption()
@@ -432,9 +442,9 @@ class Dataset:
     def _trash_item(self, item: ImageItem, change: Change) -> None:
         trash = self.state_dir / "trash" / _relative_key(item.key)
         dest_image = _free_path(trash.parent / item.path.name)
-        dest_image.parent.mkdir(parents=True, exist_ok=True)
         moved: dict[str, str] = {}
         try:
+            dest_image.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(item.path), dest_image)
             moved["image"] = dest_image.relative_to(self.root).as_posix()
             if item.caption_path.exists():
@@ -442,6 +452,11 @@ class Dataset:
                 shutil.move(str(item.caption_path), dest_caption)
                 moved["caption"] = dest_caption.relative_to(self.root).as_posix()
         except OSError as err:
+            if "image" in moved and "caption" not in moved and item.caption_path.exists():
+                # The caption could not follow: put the image back so no half-trashed pair is left
+                # behind outside the undo history.
+                with contextlib.suppress(OSError):
+                    shutil.move(str(dest_image), item.path)
             raise UserError(f"Cannot move {item.path} to the trash: {err.strerror or err}.") from None
         change.extra.update(moved)
         change.extra.update(tags=list(item.tags), folder=item.folder.name, reg=item.folder.is_reg)
@@ -453,12 +468,25 @@ class Dataset:
         key = change.extra["key"]
         folder = self._find_folder(change.extra["folder"], bool(change.extra.get("reg")))
         image_path = folder.path / key.rsplit("/", 1)[-1]
+        caption_path = image_path.with_name(image_path.stem + self.caption_ext)
         if image_path.exists():
             raise UserError(f"Cannot restore {key} from the trash: {image_path} exists again.")
-        shutil.move(str(self.root / change.extra["image"]), image_path)
-        item = ImageItem(key, image_path, image_path.with_name(image_path.stem + self.caption_ext), folder)
-        if "caption" in change.extra:
-            shutil.move(str(self.root / change.extra["caption"]), item.caption_path)
+        if "caption" in change.extra and caption_path.exists():
+            # A caption written there since the trash must not be clobbered by the trashed one.
+            raise UserError(f"Cannot restore {key} from the trash: {caption_path} exists again.",
+                            hint="Move or delete that caption, then undo again.")
+        try:
+            shutil.move(str(self.root / change.extra["image"]), image_path)
+            if "caption" in change.extra:
+                try:
+                    shutil.move(str(self.root / change.extra["caption"]), caption_path)
+                except OSError:
+                    shutil.move(str(image_path), self.root / change.extra["image"])  # all or nothing
+                    raise
+        except OSError as err:
+            raise UserError(f"Cannot restore {key} from the trash: {err.strerror or err}.",
+                            hint=f"The files are still in {self.state_dir / 'trash'}.") from None
+        item = ImageItem(key, image_path, caption_path, folder)
         item.load_caption()
         folder.images.append(item)
         folder.images.sort(key=lambda i: _natural_key(i.path.name))
@@ -548,10 +576,13 @@ class Dataset:
     def revert_all(self) -> RevertReport:
         """Put every caption back as it arrived (byte for byte) and clear the undo history.
 
-        Captions kazari created are moved to the trash. Unsaved edits are discarded.
+        Captions kazari created are moved to the trash. Unsaved edits are discarded. Each caption
+        that is overwritten is first copied to ``.kazari/trash/before-revert/`` (revert clears the
+        undo history, so this copy is the only way back to hand edits made since).
         """
         report = RevertReport()
         writes: list[tuple[Path, bytes]] = []
+        backups: list[tuple[Path, bytes]] = []
         for item in self._all_items():
             orig = self._original_path(item)
             absent = orig.with_name(orig.name + ".absent")
@@ -562,11 +593,27 @@ class Dataset:
                 report.removed.append(item.key)
             elif orig.exists():
                 data = orig.read_bytes()
-                if _read_or_none(item.caption_path) != data:
+                current = _read_or_none(item.caption_path)
+                if current != data:
                     writes.append((item.caption_path, data))
                     report.restored.append(item.key)
-        if writes:
-            atomic_write_many(writes)
+                    if current is not None:
+                        rel = _relative_key(item.key, item.caption_path.name)
+                        backup = _free_path(self.state_dir / "trash" / "before-revert" / rel)
+                        backups.append((backup, current))
+        try:
+            if backups:
+                for backup, _ in backups:
+                    backup.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_many(backups)  # the copies are safe on disk before any caption changes
+            if writes:
+                atomic_write_many(writes)
+        except OSError as err:
+            raise UserError(
+                f"Revert failed ({err.strerror or err}: {getattr(err, 'filename', '')}); captions already "
+                "written are complete, the rest are unchanged and the history is kept.",
+                hint="Check free space and write permission, then revert again.",
+            ) from None
         for item in self._all_items():
             item.load_caption()
         self._dirty.clear()
@@ -713,6 +760,9 @@ def _read_or_none(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as err:  # permission denied, a folder in the way...: say which file, never guess
+        raise UserError(f"Cannot read {path}: {err.strerror or err}; nothing was saved.", path=path,
+                        hint="Check the file's permissions, then try again.") from None
 
 
 __all__ = [

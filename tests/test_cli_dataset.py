@@ -176,3 +176,15 @@ def test_repeats_and_trash_commands_are_undoable(capsys, small_dataset: Path) ->
     assert (small_dataset / "5_kazari/001.png").exists() and (small_dataset / "5_kazari/001.txt").exists()
     assert run(capsys, "undo", str(small_dataset))[0] == 0
     assert (small_dataset / "10_kazari/001.png").exists()
+
+
+def test_edit_of_a_1mb_caption_reports_the_exact_diff(capsys, make_dataset) -> None:
+    # 150,000 tags: the per-file diff must stay linear (it used to take minutes here).
+    tags = [f"tag{i}" for i in range(150_000)]
+    root = make_dataset({"1_a": {"a.png": ", ".join(tags) + "\n"}})
+    code, data = run_json(capsys, "edit", str(root), "--trigger", "kazari", "--remove", "tag7")
+    assert code == 0
+    row = data["changed"][0]
+    assert row["removed"] == ["tag7"] and row["added"] == ["kazari"]
+    text = (root / "1_a/a.txt").read_text()
+    assert text.startswith("kazari, tag0, tag1, tag2, tag3, tag4, tag5, tag6, tag8,") and text.endswith("tag149999\n")

@@ -129,3 +129,40 @@ def test_check_syntax_error_is_invalid_and_missing_file_is_usage_error(
     assert data["errors"][0]["code"] == "syntax" and data["errors"][0]["line"] == 2
     assert main(["config", "check", str(tmp_path / "none.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_export_never_clobbers_an_edited_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    setup_project(tmp_path)
+    path = new_config(tmp_path)
+    out = tmp_path / "kohya"
+    assert main(["config", "export-kohya", str(path), "-o", str(out)]) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["config", "export-kohya", str(path), "-o", str(out)]) == 0  # same content: untouched
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    edited = (out / "config.toml").read_text() + "# my own note\n"
+    (out / "config.toml").write_text(edited)
+    capsys.readouterr()
+    assert main(["config", "export-kohya", str(path), "-o", str(out)]) == 2
+    assert "config.toml already exists" in capsys.readouterr().err
+    assert (out / "config.toml").read_text() == edited
+    assert main(["config", "export-kohya", str(path), "-o", str(out), "--force"]) == 0
+    assert "# my own note" not in (out / "config.toml").read_text()
+
+
+def test_output_of_the_wrong_kind_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    setup_project(tmp_path)
+    path = new_config(tmp_path)
+    capsys.readouterr()
+    assert main(["config", "new", "-o", str(tmp_path / "data"), "--force"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["config", "export-kohya", str(path), "-o", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and "Traceback" not in err
+
+
+def test_new_with_a_value_of_the_wrong_type_says_what_to_type(tmp_path: Path, capsys) -> None:
+    capsys.readouterr()
+    assert main(["config", "new", "-o", str(tmp_path / "n.toml"), "--set", "network.network_dim=abc"]) == 2
+    err = capsys.readouterr().err
+    assert "network.network_dim" in err and "whole number, e.g. 64" in err and "base 10" not in err
+    assert not (tmp_path / "n.toml").exists()

@@ -142,7 +142,9 @@ def test_issues_include_schema_and_file_checks(cfg_file: Path) -> None:
     assert {"model.pretrained_model", "dataset.train_data_dir"} <= keys
     cfg_file.write_text(TEXT + "bogus = 1\n")
     doc = ConfigDocument.load(cfg_file)
-    assert [i.key for i in doc.issues()] == ["dataset.bogus"]
+    # A typo must not hide the other mistakes: the unknown key comes first, the file checks still run.
+    assert [i.key for i in doc.issues()][:3] == ["dataset.bogus", "model.pretrained_model", "dataset.train_data_dir"]
+    assert [i.key for i in doc.issues(check=False)] == ["dataset.bogus"]
     with pytest.raises(ConfigError):
         doc.config  # noqa: B018
 

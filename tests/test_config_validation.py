@@ -251,3 +251,21 @@ def test_sd_scripts_spellings_point_to_kazari_keys() -> None:
     assert fixes["model.pretrained_model_name_or_path"] == "did you mean pretrained_model?"
     assert "attention" in fixes["training.xformers"]
     assert "train_unet_only" in fixes["network.network_train_unet_only"]
+
+
+def test_unknown_key_does_not_hide_the_other_mistakes(tmp_path: Path) -> None:
+    # sd-scripts users fix one round of messages at a time; all of them must come in the first round.
+    valid_setup(tmp_path)
+    text = BASE.replace('"512,512"', '"520,512"') + "keep_token = 1\n"
+    issues = issues_of(tmp_path, text)
+    assert "keep_tokens" in only(issues, "dataset.keep_token").fix
+    assert only(issues, "dataset.resolution").line == 7
+
+
+def test_train_data_dir_pointing_at_an_n_name_folder_warns(tmp_path: Path) -> None:
+    valid_setup(tmp_path)
+    text = BASE.replace('train_data_dir = "data"', 'train_data_dir = "data/10_kazari"')
+    cfg = load_config(write(tmp_path, text))  # a warning, not an error: plain folders are allowed
+    found = check_config(cfg, text=text)
+    issue = only(found, "dataset.train_data_dir")
+    assert issue.severity == "warning" and "1 repeat" in issue.message and issue.line == 6

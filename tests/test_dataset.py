@@ -162,3 +162,13 @@ def test_unreadable_caption_is_reported_even_as_root(make_dataset) -> None:
     item = ds.image("1_a/a.png")
     assert item.caption_error and "a.txt" in item.caption_error and item.tags == []
     assert ds.image("1_a/b.png").tags == ["x"]
+
+
+def test_opening_an_n_name_folder_itself_warns_that_repeats_are_lost(make_dataset) -> None:
+    root = make_dataset({"10_kazari": {"a.png": "kazari"}})
+    ds = Dataset.open(root / "10_kazari")
+    assert ds.folders[0].plain and ds.folders[0].repeats == 1
+    assert len(ds.warnings) == 1 and "10 repeats" in ds.warnings[0] and "parent folder" in ds.warnings[0]
+    ds.reload()
+    assert len(ds.warnings) == 1
+    assert Dataset.open(root).warnings == []

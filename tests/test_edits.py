@@ -358,3 +358,60 @@ def test_history_log_size_is_capped(small_dataset: Path, monkeypatch) -> None:
     assert ds.history[-1].label.startswith("add tag_29_")
     ds.undo()
     assert not any(t.startswith("tag_29_") for t in ds.image(K1).tags)
+
+
+def test_caption_unreadable_at_save_time_is_a_user_error_and_nothing_is_written(small_dataset: Path) -> None:
+    # Works as root too: a folder where the caption was cannot be read as a file.
+    ds = Dataset.open(small_dataset)
+    ds.apply(RemoveTags(["solo"]))
+    cap = ds.image(K1).caption_path
+    cap.unlink()
+    cap.mkdir()
+    with pytest.raises(UserError, match="001.txt"):
+        ds.save()
+    assert "solo" in ds.image(K2).caption_path.read_text()
+
+
+def test_undo_of_trash_never_clobbers_a_caption_written_since(small_dataset: Path) -> None:
+    ds = Dataset.open(small_dataset)
+    ds.trash(K2)
+    cap = small_dataset / "10_kazari/002.txt"
+    cap.write_text("a new caption\n")
+    with pytest.raises(UserError, match="002.txt exists again"):
+        ds.undo()
+    assert cap.read_text() == "a new caption\n"
+    assert (small_dataset / ".kazari/trash/10_kazari/002.png").exists()  # nothing moved
+    assert not (small_dataset / "10_kazari/002.png").exists()
+
+
+def test_trash_that_cannot_move_the_caption_leaves_the_pair_in_place(small_dataset: Path, monkeypatch) -> None:
+    import shutil
+
+    real_move = shutil.move
+
+    def move(src, dst):
+        if str(src).endswith(".txt"):
+            raise PermissionError(13, "Permission denied", str(src))
+        return real_move(src, dst)
+
+    ds = Dataset.open(small_dataset)
+    monkeypatch.setattr(shutil, "move", move)
+    with pytest.raises(UserError, match="Cannot move"):
+        ds.trash(K2)
+    monkeypatch.setattr(shutil, "move", real_move)
+    assert (small_dataset / "10_kazari/002.png").exists() and (small_dataset / "10_kazari/002.txt").exists()
+    assert K2 in [i.key for i in ds.images] and not ds.history
+
+
+def test_revert_keeps_a_copy_of_every_caption_it_overwrites(small_dataset: Path) -> None:
+    ds = Dataset.open(small_dataset)
+    ds.apply(RemoveTags(["solo"]))
+    ds.save()
+    cap = ds.image(K1).caption_path
+    cap.write_text("hand, edit, made, later\n")  # not in any undo history
+    report = Dataset.open(small_dataset).revert_all()
+    assert K1 in report.restored and cap.read_text() == "kazari, 1girl, solo, pink_hair, smile\n"
+    backup = small_dataset / ".kazari/trash/before-revert/10_kazari/001.txt"
+    assert backup.read_text() == "hand, edit, made, later\n"
+    assert (small_dataset / ".kazari/trash/before-revert/10_kazari/002.txt").read_text() == (
+        "kazari, 1girl, pink_hair, hat\n")

@@ -128,6 +128,13 @@ def test_cli_rejects_negative_threshold(root, model):
         main(["tag", str(root), "--model", str(model), "--general", "-1"])
 
 
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_cli_rejects_non_finite_threshold(root, model, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["tag", str(root), "--model", str(model), "--general", value])
+    assert exc.value.code == 2 and "not a finite number" in capsys.readouterr().err
+
+
 def test_ctrl_c_sets_cancel_first_then_aborts():
     import os
     import signal

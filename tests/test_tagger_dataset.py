@@ -159,3 +159,16 @@ def test_cached_scores_are_the_model_scores(root, tagger):
 
     got, missing = cached_scores(root, tagger.model_id, [(key, ds.image(key).path)], len(tagger.labels))
     assert not missing and np.array_equal(got[key], fresh)
+
+
+def test_damaged_cache_index_and_labels_are_misses_not_crashes(root, tagger):
+    tag_dataset(Dataset.open(root), tagger, TagOptions(), "overwrite", dry_run=True)
+    cache = root / CACHE_DIR
+    (cache / "hashes.json").write_text('{"10_kazari/0000.png": 5, "10_kazari/0001.png": [1, 2]}')
+    report = tag_dataset(Dataset.open(root), tagger, TagOptions(), "overwrite", dry_run=True)
+    assert report.cached == N  # hashes recomputed; the score files themselves are intact
+    (cache / tagger.model_id / "labels.json").write_text("[1, 2, 3]")
+    from tagging.errors import UserError
+
+    with pytest.raises(UserError, match="No cached scores"):
+        rethreshold(Dataset.open(root), TagOptions(), model_id=tagger.model_id)

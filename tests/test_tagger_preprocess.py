@@ -137,6 +137,16 @@ def test_deepdanbooru_fits_then_pads_with_edge_pixels():
     assert np.allclose(out[-1, 20], [1, 0, 0])
 
 
+def test_deepdanbooru_resize_is_an_area_average():
+    # The original uses tf.image.resize(method=AREA): halving a 2x2 checker gives the plain mean,
+    # where bicubic would over/undershoot at the pixel edges.
+    checker = np.zeros((80, 80, 3), np.uint8)
+    checker[::2, ::2] = 255
+    checker[1::2, 1::2] = 255
+    out = pp.prepare(Image.fromarray(checker), 40, pp.DEEPDANBOORU)
+    assert np.allclose(out, 127.5 / 255.0, atol=1 / 255.0)
+
+
 def test_animated_gif_uses_first_frame():
     frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
     buf = io.BytesIO()

@@ -75,7 +75,8 @@ class ScoreCache:
             return None
         with self._lock:
             entry = self._load_hashes().get(key)
-        if entry and len(entry) == 3 and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+        # The index is derived data: any odd entry (hand-edited, other version) is just a miss.
+        if isinstance(entry, list) and len(entry) == 3 and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
             return str(entry[2])
         return None
 
@@ -131,7 +132,7 @@ class ScoreCache:
         path = self.dir / model_id / "labels.json"
         try:
             return Labels.from_json(json.loads(path.read_text("utf-8")), source=str(path))
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # damaged file: a cache miss
             return None
 
     def models(self) -> list[str]:

@@ -5,7 +5,7 @@ composite onto white, pad to a centred square with white, bicubic resize to the 
 size (only when the square is not already that size), float32 in 0..255, RGB -> BGR, NHWC.
 
 DeepDanbooru (the original ``load_image_for_evaluate``): fit inside the model's square keeping
-the aspect ratio, pad by repeating the edge pixels (zero padding makes the model see black bars
+the aspect ratio (area resampling), pad by repeating the edge pixels (zero padding makes the model see black bars
 and tag ``letterboxed``), RGB, 0..1.
 
 Each step is a small function so that the tests can check them one by one.
@@ -109,12 +109,14 @@ def resize_square(image: Image.Image, size: int) -> Image.Image:
 
 
 def fit_pad_edge(image: Image.Image, size: int) -> np.ndarray:
-    """Resize to fit a ``size`` square keeping the aspect ratio, pad by repeating edge pixels."""
+    """Area-resize to fit a ``size`` square keeping the aspect ratio, pad by repeating edge pixels."""
     w, h = image.size
     scale = size / max(w, h)
     fw, fh = max(1, round(w * scale)), max(1, round(h * scale))
     if (fw, fh) != (w, h):
-        image = image.resize((fw, fh), Image.Resampling.BICUBIC)
+        # The original resizes with tf.image.resize(method=AREA); PIL's BOX filter is the same area
+        # average (bicubic would sharpen and ring where the model was trained on smooth averages).
+        image = image.resize((fw, fh), Image.Resampling.BOX)
     arr = np.asarray(image)
     top, left = (size - fh) // 2, (size - fw) // 2
     return np.pad(arr, ((top, size - fh - top), (left, size - fw - left), (0, 0)), mode="edge")

@@ -185,7 +185,7 @@ def _check_dataset(cfg: TrainConfig, c: _Collector) -> None:
         return
     if d.reg_data_dir is not None and not d.reg_data_dir.is_dir():
         return
-    from tagging.dataset import Dataset
+    from tagging.dataset import Dataset, parse_folder_name
     from tagging.errors import DatasetError
 
     try:
@@ -206,6 +206,13 @@ def _check_dataset(cfg: TrainConfig, c: _Collector) -> None:
     if unreadable:
         c.warn("dataset.train_data_dir", f"{len(unreadable)} image(s) cannot be read (e.g. {unreadable[0].key})",
                "run `kazari dataset lint` and fix or remove them", d.train_data_dir, "unreadable-images")
+    plain = [f for f in ds.folders if f.plain and parse_folder_name(f.path.name) is not None]
+    if plain:
+        # train_data_dir = "data/10_kazari" instead of "data": the 10 repeats would be silently lost.
+        c.warn("dataset.train_data_dir", f"is itself an N_name folder ({plain[0].name}); its repeat count is "
+               "ignored and it trains as a plain folder with 1 repeat",
+               f"set train_data_dir to its parent folder, e.g. train_data_dir = \"{d.train_data_dir.parent.as_posix()}\"",
+               d.train_data_dir, "root-is-subset")
     ignored = [s for s in ds.skipped if s.code in ("folder-unnumbered", "folder-zero-repeats", "image-at-root")]
     if ignored:
         c.warn("dataset.train_data_dir", f"{len(ignored)} folder(s)/file(s) will not be trained: {ignored[0].reason}",

@@ -54,9 +54,11 @@ round-robin until they match the training samples, as sd-scripts does.
   TOML (subsets are mapped back to the `N_name` folders' parent), or a lora-scripts `train.sh` /
   `train.ps1` (its variables and fixed flags). Missing options take sd-scripts' own defaults.
   Options kazari does not use are printed and kept as comments at the end of OUT.
-- `kazari config export-kohya FILE -o DIR` writes `DIR/config.toml` (`--config_file`),
+- `kazari config export-kohya FILE -o DIR [--force]` writes `DIR/config.toml` (`--config_file`),
   `DIR/dataset.toml` (`--dataset_config`, one subset per folder, when the dataset is readable) and
   `DIR/sample_prompts.txt`, and prints the `accelerate launch train_network.py ...` command.
+  Files already holding the same content are left alone; a file with other content (an earlier
+  export you may have edited) is not overwritten unless `--force`.
   kazari-only keys travel in a `[kazari]` table that sd-scripts ignores, so
   kazari → sd-scripts → kazari gives back the same config.
 

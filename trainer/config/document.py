@@ -16,10 +16,10 @@ from typing import Any
 import tomlkit
 
 from tagging.atomic import atomic_write_text
-from tagging.errors import ConflictError
+from tagging.errors import ConflictError, UserError
 from trainer.config.errors import ConfigError, ConfigIssue
 from trainer.config.lines import line_of
-from trainer.config.loading import parse_toml, plain_value, read_text, validate_data
+from trainer.config.loading import parse_toml, plain_value, read_text, validate_data, validate_known
 from trainer.config.render import render_toml
 from trainer.config.schema import FieldSpec, TrainConfig, field_spec, split_key, toml_value
 
@@ -33,6 +33,9 @@ def _disk_bytes(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:  # unreadable now: refuse rather than guess whether it changed
+        raise UserError(f"Cannot read {path}: {exc.strerror or exc}.", path=path,
+                        hint="Check the file's permissions.") from None
 
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -50,12 +53,17 @@ def parse_text_value(spec: FieldSpec, text: str) -> Any:
         if raw.lower() in _FALSE:
             return False
         raise ValueError("type true or false")
-    if spec.kind == "int":
-        return int(raw)
-    if spec.kind == "float":
-        return float(raw)
-    if spec.kind == "number":
-        return int(raw) if raw.lstrip("-").isdigit() else float(raw)
+    # Python's own "invalid literal for int() with base 10" is no help in a form: say what to type.
+    try:
+        if spec.kind == "int":
+            return int(raw)
+        if spec.kind == "float":
+            return float(raw)
+        if spec.kind == "number":
+            return int(raw) if raw.lstrip("-").isdigit() else float(raw)
+    except ValueError:
+        example = {"int": "a whole number, e.g. 64", "float": "a number, e.g. 0.0001 or 1e-4"}
+        raise ValueError(f"type {example.get(spec.kind, 'a number, e.g. 32 or 0.5')}") from None
     if spec.kind == "choice":
         for choice in spec.choices:
             if str(choice).lower() == raw.lower():
@@ -145,12 +153,15 @@ class ConfigDocument:
 
     def issues(self, *, check: bool = True, dataset: bool = True) -> list[ConfigIssue]:
         """Every problem: syntax/schema errors, then (when those pass) file-system and consistency checks."""
-        cfg, issues = self.validate()
+        cfg, issues = validate_known(self.data(), self.text, self.path)
         if cfg is None or not check:
             return issues
         from trainer.config.checks import check_config
 
-        return check_config(self.resolved_config(), text=self.text, path=self.path, dataset=dataset)
+        # Unknown keys (already in ``issues``) must not hide the checks of the keys that are known.
+        resolved = cfg.resolve_paths(self.path.resolve().parent)
+        resolved._source = self.path
+        return issues + check_config(resolved, text=self.text, path=self.path, dataset=dataset)
 
     # --- editing ----------------------------------------------------------------------------
 
@@ -232,8 +243,13 @@ class ConfigDocument:
         text = self.text
         if text == self._saved_text and not self.changed_on_disk():
             return False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path, text)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, text)
+        except OSError as exc:
+            raise UserError(f"Cannot write {self.path}: {exc.strerror or exc}; the file is unchanged.",
+                            path=self.path, hint="Check that its folder exists and is writable, "
+                            "or choose another file name.") from None
         self._saved_text = text
         self._disk_digest = _digest(text.encode("utf-8"))
         return True

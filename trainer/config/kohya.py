@@ -604,10 +604,18 @@ def dataset_config_data(cfg: TrainConfig, dataset: Any) -> dict[str, Any]:
 
 
 def export_kohya(cfg: TrainConfig, out_dir: Path | str, *, dataset: Any = None,
-                 script: str = "train_network.py") -> KohyaExport:
-    """Write ``config.toml`` (+ ``dataset.toml``, ``sample_prompts.txt``) into ``out_dir``."""
+                 script: str = "train_network.py", force: bool = False) -> KohyaExport:
+    """Write ``config.toml`` (+ ``dataset.toml``, ``sample_prompts.txt``) into ``out_dir``.
+
+    Files that already hold exactly the new content are left alone; a file there with other
+    content (an earlier export the user may have edited) is not overwritten unless ``force``.
+    """
+    from tagging.errors import UserError
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; the export needs a folder for config.toml and dataset.toml.",
+                        path=out, hint="Pass a folder name to -o, e.g. -o kohya-export.")
     notes: list[str] = []
     if dataset is None and cfg.dataset.train_data_dir is not None and Path(cfg.dataset.train_data_dir).is_dir():
         from tagging.dataset import Dataset
@@ -622,29 +630,58 @@ def export_kohya(cfg: TrainConfig, out_dir: Path | str, *, dataset: Any = None,
     if not use_dataset and not notes:
         notes.append("no readable dataset: exported train_data_dir/reg_data_dir (sd-scripts parses N_name folders)")
     args = kohya_args(cfg, with_dataset_options=not use_dataset)
+    writes: list[tuple[Path, str]] = []
     prompt_file = None
     if isinstance(cfg.sample.sample_prompts, list) and cfg.sample.sample_prompts:
         prompt_file = out / "sample_prompts.txt"
-        atomic_write_text(prompt_file, "\n".join(cfg.sample.sample_prompts) + "\n")
+        writes.append((prompt_file, "\n".join(cfg.sample.sample_prompts) + "\n"))
         args.setdefault("sample_prompt_arguments", {})["sample_prompts"] = prompt_file.resolve().as_posix()
     dataset_path = None
     if use_dataset:
         dataset_path = out / "dataset.toml"
         args.setdefault("training_arguments", {})["train_batch_size"] = cfg.training.train_batch_size
-        atomic_write_text(dataset_path, _dump("kazari export: sd-scripts --dataset_config",
-                                              dataset_config_data(cfg, dataset)))
+        writes.append((dataset_path, _dump("kazari export: sd-scripts --dataset_config",
+                                           dataset_config_data(cfg, dataset))))
     config_path = out / "config.toml"
     order = ["model_arguments", "additional_network_arguments", "optimizer_arguments", "dataset_arguments",
              "training_arguments", "saving_arguments", "sample_prompt_arguments", "logging_arguments", "kazari"]
     ordered = {s: args[s] for s in order if s in args}
-    atomic_write_text(config_path, _dump(
-        "kazari export: sd-scripts --config_file (the [kazari] table is ignored by sd-scripts)", ordered))
+    writes.append((config_path, _dump(
+        "kazari export: sd-scripts --config_file (sd-scripts ignores the kazari_* keys of [kazari])", ordered)))
+    _write_export(out, writes, force)
     parts = ["accelerate", "launch", "--num_cpu_threads_per_process", "1", script,
              f"--config_file={config_path.resolve().as_posix()}"]
     if dataset_path is not None:
         parts.append(f"--dataset_config={dataset_path.resolve().as_posix()}")
     command = " ".join(shlex.quote(p) for p in parts)
     return KohyaExport(config_path, dataset_path, prompt_file, command, notes)
+
+
+def _write_export(out: Path, writes: list[tuple[Path, str]], force: bool) -> None:
+    """All-or-nothing check first (nothing is written when one file would be clobbered), then write."""
+    from tagging.errors import UserError
+
+    changed = []
+    for path, text in writes:
+        try:
+            old = path.read_bytes() if path.exists() else None
+        except OSError as exc:
+            raise UserError(f"Cannot read {path}: {exc.strerror or exc}.", path=path) from None
+        if old == text.encode("utf-8"):
+            continue  # already exported with exactly this content: do not touch the file
+        if old is not None and not force:
+            raise UserError(
+                f"{path} already exists with other content (an earlier export, maybe edited by hand); "
+                "kazari does not overwrite it.",
+                path=path, hint="Export into another folder, or pass --force to replace the files.")
+        changed.append((path, text))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for path, text in changed:
+            atomic_write_text(path, text)
+    except OSError as exc:
+        raise UserError(f"Cannot write the export into {out}: {exc.strerror or exc}.", path=out,
+                        hint="Check that the folder is writable, or choose another one with -o.") from None
 
 
 def _dump(header: str, data: dict[str, Any]) -> str:

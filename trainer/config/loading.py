@@ -23,6 +23,11 @@ def read_text(path: Path) -> str:
             "error", "", f"the config file {path} does not exist",
             "check the path, or create one with `kazari config new -o FILE`", path=path, code="no-file",
         )], path=path) from None
+    except IsADirectoryError:
+        raise ConfigError([ConfigIssue(
+            "error", "", f"{path} is a folder, not a config file",
+            "pass the .toml file itself (create one with `kazari config new -o FILE`)", path=path, code="no-file",
+        )], path=path) from None
     except UnicodeDecodeError:
         raise ConfigError([ConfigIssue(
             "error", "", "the config file is not UTF-8 text", "save it as UTF-8", path=path, code="encoding",
@@ -160,6 +165,15 @@ def _pydantic_issue(err: dict[str, Any], data: dict[str, Any], text: str, path: 
 def validate_data(data: dict[str, Any], text: str = "", path: Path | None = None
                   ) -> tuple[TrainConfig | None, list[ConfigIssue]]:
     """Schema-check plain TOML data. Returns the config (None when invalid) and the issues."""
+    cfg, issues = validate_known(data, text, path)
+    return (None if issues else cfg), issues
+
+
+def validate_known(data: dict[str, Any], text: str = "", path: Path | None = None
+                   ) -> tuple[TrainConfig | None, list[ConfigIssue]]:
+    """Like :func:`validate_data`, but the config of the *known* keys is returned even when there are
+    unknown keys (it is None only on type/value errors), so that a typo does not hide the
+    consistency checks of the rest of the file."""
     issues = structure_issues(data, text, path)
     known = {
         section: {k: v for k, v in table.items() if k in SECTIONS[section].model_fields}
@@ -176,8 +190,6 @@ def validate_data(data: dict[str, Any], text: str = "", path: Path | None = None
                 continue  # one message per key (unions report once per member)
             seen.add(key)
             issues.append(_pydantic_issue(err, known, text, path))
-        return None, issues
-    if issues:
         return None, issues
     cfg._source = path
     return cfg, issues
@@ -199,14 +211,15 @@ def load_config(path: Path | str, *, check: bool = True, dataset: bool = True) -
     """
     path = Path(path)
     text = read_text(path)
-    cfg, issues = parse_config_text(text, path)
-    if cfg is None:
+    cfg, issues = validate_known(plain_value(parse_toml(text, path)), text, path)
+    if cfg is None or (issues and not check):
         raise ConfigError(issues, path=path)
     cfg = _resolved(cfg, path)
     if check:
         from trainer.config.checks import check_config
 
-        found = check_config(cfg, text=text, path=path, dataset=dataset)
+        # Unknown keys are reported together with the other mistakes, not one round at a time.
+        found = issues + check_config(cfg, text=text, path=path, dataset=dataset)
         if any(i.severity == "error" for i in found):
             raise ConfigError(found, path=path)
     return cfg

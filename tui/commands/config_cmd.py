@@ -4,7 +4,7 @@
     kazari config check FILE [--json] [--no-dataset]     exit 0 valid, 1 invalid (messages on stdout)
     kazari config show FILE [--json] [--speed S_PER_STEP]
     kazari config import-kohya FILE [--dataset-config FILE] -o FILE [--force]
-    kazari config export-kohya FILE -o DIR
+    kazari config export-kohya FILE -o DIR [--force]
 """
 
 from __future__ import annotations
@@ -54,12 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("export-kohya", help="write sd-scripts TOMLs and print the launch command")
     p.add_argument("file", type=Path)
     p.add_argument("-o", "--output", required=True, type=Path, help="folder for config.toml / dataset.toml")
+    p.add_argument("--force", action="store_true", help="replace export files that have other content")
     p.set_defaults(func=cmd_export)
 
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
 def _refuse_overwrite(path: Path, force: bool) -> None:
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; -o needs a config file name.", path=path,
+                        hint=f"e.g. -o {path / 'train.toml'}")
     if path.exists() and not force:
         raise UserError(f"{path} already exists; kazari does not overwrite it.",
                         path=path, hint="Choose another file name, or pass --force to replace it.")
@@ -193,7 +197,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         text = text.rstrip("\n") + "\n" + "\n".join(block) + "\n"
     from tagging.atomic import atomic_write_text
 
-    atomic_write_text(args.output, text)
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.output, text)
+    except OSError as exc:
+        raise UserError(f"Cannot write {args.output}: {exc.strerror or exc}; nothing was written.",
+                        path=args.output, hint="Check that its folder is writable, or choose another -o.") from None
     print(f"wrote {args.output}")
     for line in result.report_lines():
         print(line)
@@ -212,7 +221,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from trainer.config.kohya import export_kohya
 
     cfg = ConfigDocument.load(args.file).resolved_config()
-    result = export_kohya(cfg, args.output)
+    result = export_kohya(cfg, args.output, force=args.force)
     print(f"wrote {result.config_file}")
     for extra in (result.dataset_config, result.prompt_file):
         if extra is not None:

@@ -288,11 +288,12 @@ def _change_rows(ds: Dataset, change: Change) -> list[dict[str, Any]]:
     for key in change.after:
         item = ds._index.get(key)  # noqa: SLF001 - cheap lookup; the key may be gone after a trash
         before, after = change.before.get(key, []), change.after[key]
+        before_set, after_set = set(before), set(after)  # sets: a 1 MB caption must not go quadratic
         rows.append({
             "key": key,
             "path": _rel(ds, item.caption_path) if item else key,
-            "removed": [t for t in before if t not in after],
-            "added": [t for t in after if t not in before],
+            "removed": [t for t in before if t not in after_set],
+            "added": [t for t in after if t not in before_set],
             "before": before,
             "after": after,
         })

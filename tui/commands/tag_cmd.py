@@ -23,6 +23,8 @@ def _threshold(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number (use e.g. 0.35)") from None
+    if value != value or value in (float("inf"), float("-inf")):  # NaN would silently select nothing
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number (use e.g. 0.35)")
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative; thresholds are 0..1 (above 1 disables the category)")
     return value
