@@ -7,29 +7,29 @@ import os
 import tempfile
 from pathlib import Path
 
+# Read once at import (os.umask can only be read by setting it); new files honour it like open().
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename.
 
     The rename is atomic on POSIX and Windows (``os.replace``); the folder is fsynced too, so
-    the new name survives a power cut. Permissions of an existing file are kept.
+    the new name survives a power cut. Permissions of an existing file are kept; a new file gets
+    the usual ``0o666 & ~umask``, not ``mkstemp``'s private 0600.
     """
     path = Path(path)
-    folder = path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    staged: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp_name, os.stat(path).st_mode & 0o7777)
-        os.replace(tmp_name, path)
+        _stage(path, data, staged)
+        os.replace(staged[0][0], path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+        for tmp_name, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
         raise
-    _fsync_dir(folder)
+    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> None:
@@ -55,8 +55,11 @@ def _stage(path: Path, data: bytes, staged: list[tuple[str, Path]]) -> None:
         tmp.write(data)
         tmp.flush()
         os.fsync(tmp.fileno())
-    with contextlib.suppress(FileNotFoundError):
-        os.chmod(tmp_name, os.stat(path).st_mode & 0o7777)
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_UMASK
+    os.chmod(tmp_name, mode)
 
 
 def atomic_write_many(items: list[tuple[Path, bytes]], workers: int = 8) -> None:

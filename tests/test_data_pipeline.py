@@ -114,6 +114,8 @@ def test_regularisation_images_balance_the_training_count(tmp_path: Path) -> Non
     assert pipe.images_per_epoch == 12 and pipe.num_reg_images == 2 and pipe.num_train_images == 3
     weights = pipe.sample_weights(list(range(len(pipe.images))))
     assert weights == [0.5 if im.is_reg else 1.0 for im in pipe.images]
+    # ss_reg_dataset_dirs carries the folder's repeats (1_girl -> 1), as sd-scripts writes it.
+    assert pipe.dataset_dirs(reg=True) == {"1_girl": {"n_repeats": 1, "img_count": 2}}
     # sd-scripts' round-robin: first the folder repeats, then +1 each until the count is reached.
     assert _reg_repeats([("a", 1), ("b", 1), ("c", 1)], 7) == [3, 2, 2]
     assert _reg_repeats([("a", 5)], 3) == [5]
@@ -186,3 +188,20 @@ def test_no_images_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="train_data_dir"):
         _pipeline(tmp_path)
+
+
+def test_exif_rotated_photo_gets_the_bucket_of_its_upright_shape(tmp_path: Path) -> None:
+    # A phone photo: stored 192x64 (landscape) with EXIF "rotate 90" -> shown 64x192 (portrait).
+    folder = tmp_path / "data" / "2_char"
+    folder.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (192, 64), (200, 30, 30)).save(folder / "photo.jpg", exif=exif.tobytes())
+    (folder / "photo.txt").write_text("char, 1girl", encoding="utf-8")
+    pipe = _pipeline(tmp_path, resolution="128,128", min_bucket_reso=64, max_bucket_reso=256)
+    (im,) = pipe.images
+    assert im.size == (64, 192)
+    bw, bh = im.bucket
+    assert bh > bw  # portrait bucket, so the upright image is not squashed
+    pixels = load_pixels(im.path, im.bucket, resized=im.resized)
+    assert pixels.shape == (3, bh, bw)

@@ -116,6 +116,22 @@ def test_explicit_lora_list_and_several_prompts(run):
     assert len(result.cells) == 2 * 2 * 2 and len(result.grid_images) == 4
     with pytest.raises(UserError, match="does not exist"):
         build_grid(b, [run["run"] / "nope.safetensors"], [PROMPT])
+    with pytest.raises(UserError, match="steps = 0"):  # 0 steps used to decode pure noise
+        build_grid(b, files, [PROMPT], weights=[1], steps=0)
+
+
+def test_a_foreign_lora_is_named_and_leaves_the_previous_grid_alone(run, tmp_path):
+    b = load_sd1(run["folder"])
+    out = tmp_path / "g"
+    build_grid(b, [run["run"] / "char.safetensors"], [PROMPT], weights=[1], seeds=[1], out_dir=out)
+    before = {p.name: p.read_bytes() for p in out.glob("*") if p.is_file()}
+    foreign = tmp_path / "sdxl_lora.safetensors"  # an SDXL-style module name: no match in SD1
+    from safetensors.torch import save_file
+
+    save_file({"lora_unet_input_blocks_4_1_proj_in.lora_down.weight": torch.zeros(4, 32)}, str(foreign))
+    with pytest.raises(UserError, match="sdxl_lora.safetensors is not an SD1.x LoRA"):
+        build_grid(b, [foreign], [PROMPT], weights=[1], seeds=[1], out_dir=out)
+    assert {p.name: p.read_bytes() for p in out.glob("*") if p.is_file()} == before
 
 
 def test_cli_grid_from_run_dir(run, tmp_path, capsys):
@@ -130,6 +146,10 @@ def test_cli_grid_from_run_dir(run, tmp_path, capsys):
     assert index["weights"] == [0.0, 1.0] and len(index["cells"]) == 6 and index["seeds"] == [3]
     assert (tmp_path / "g" / index["grids"][0]["path"]).is_file()
     assert main(["grid", str(run["run"]), "--prompt", "x"]) == 2  # no --model: clear error, exit 2
+    if not torch.cuda.is_available():  # used to be a traceback from deep inside torch
+        assert main(["grid", str(run["run"]), "--model", str(run["folder"]), "--prompt", "x",
+                     "--device", "cuda"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
 
 
 def test_cli_grid_from_config_uses_its_model_prompts_and_output(run, tmp_path, capsys):

@@ -201,6 +201,20 @@ def test_from_weights_rejects_foreign_keys(bundle, tmp_path):
     save_file({"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.zeros(2, 32)}, str(bad))
     with pytest.raises(UserError, match="not an SD1.x LoRA"):
         LoRANetwork.from_weights(bad, bundle.unet, bundle.text_encoder)
+    # An already-read state dict still names its file in the message (the grid passes dicts).
+    sd = read_lora_file(bad)[0]
+    with pytest.raises(UserError, match="sdxl.safetensors is not an SD1.x LoRA"):
+        LoRANetwork.from_weights(sd, bundle.unet, bundle.text_encoder, source=bad)
+
+
+def test_unreadable_lora_files_are_short_user_errors(tmp_path):
+    (tmp_path / "cfg.toml").write_text("[model]\n", encoding="utf-8")
+    with pytest.raises(UserError, match="is not a LoRA file"):
+        read_lora_file(tmp_path / "cfg.toml")
+    (tmp_path / "bad.ckpt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="could not be loaded safely") as info:
+        read_lora_file(tmp_path / "bad.ckpt")
+    assert "weights_only` set to `False`" not in str(info.value)  # never suggest running pickled code
 
 
 def test_gradient_checkpointing_and_bf16_autocast_train_only_lora(bundle):

@@ -149,3 +149,11 @@ def test_optimizer_args_parsing_and_errors() -> None:
     with pytest.raises(OptimizerError, match="lr_scheduler"):
         build_scheduler("exponential", build_optimizer("SGD", _groups()[2]), total_steps=3)
     assert build_optimizer("adamw", _groups()[2]).__class__ is torch.optim.AdamW  # case-blind like sd-scripts
+
+
+def test_fractional_warmup_rounds_down_as_sd_scripts() -> None:
+    from trainer.optim import resolve_warmup
+
+    # sd-scripts: int(lr_warmup_steps * num_training_steps) for a float; whole numbers are steps.
+    assert resolve_warmup(0.1, 25) == 2 and resolve_warmup(0.05, 10) == 0 and resolve_warmup(0.5, 30) == 15
+    assert resolve_warmup(3, 25) == 3 and resolve_warmup(0, 25) == 0

@@ -31,6 +31,9 @@ def test_bad_lines_are_user_errors():
     with pytest.raises(UserError, match="empty"):
         parse_prompt_line("--w 512")
     assert parse_prompt_line("x --cn control.png").prompt == "x"  # ControlNet option accepted, ignored
+    # Options of sd-scripts' other model families (guidance, frames, flow shift) are skipped, as there.
+    shared = parse_prompt_line("x --g 3.5 --f 1 --fs 3.0 --w 640")
+    assert (shared.prompt, shared.width, shared.cfg_scale) == ("x", 640, 7.5)
 
 
 def test_prompt_file_and_lists(tmp_path):

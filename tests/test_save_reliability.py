@@ -43,3 +43,30 @@ def test_atomic_write_many_failure_leaves_old_files_and_no_temp_files(tmp_path: 
         atomic_write_many([(tmp_path / "a.txt", b"new")] * 1 + [(tmp_path / "missing_dir" / f"{i}.txt", b"x") for i in range(12)])
     assert (tmp_path / "a.txt").read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_atomic_write_gives_new_files_the_umask_mode_and_keeps_existing_modes(tmp_path) -> None:
+    import os
+    import stat
+
+    from tagging.atomic import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        import importlib
+
+        import tagging.atomic as atomic
+
+        importlib.reload(atomic)
+        fresh = tmp_path / "fresh.safetensors"
+        atomic.atomic_write_bytes(fresh, b"x")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # readable by A1111 running as another user
+        kept = tmp_path / "kept.txt"
+        kept.write_text("a")
+        kept.chmod(0o600)
+        atomic_write_bytes(kept, b"b")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+        assert kept.read_bytes() == b"b"
+    finally:
+        os.umask(old)
+        importlib.reload(atomic)

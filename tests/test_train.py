@@ -259,6 +259,16 @@ def test_user_mistakes_are_failed_events_not_tracebacks(env, tmp_path: Path) -> 
     assert events == [result]
 
 
+def test_bad_preview_prompt_fails_before_any_training(env, tmp_path: Path) -> None:
+    # A typo in a sample prompt used to surface only at the first preview, after a whole epoch.
+    cfg = make_config(env["model"], env["data"], tmp_path / "out",
+                      sample={"sample_prompts": ["1girl --w abc"], "sample_every_n_epochs": 1})
+    result, events = _run(cfg)
+    assert isinstance(result, ev.Failed) and result.kind == "user" and result.step == 0
+    assert "--w abc" in result.message
+    assert events == [result] and not (tmp_path / "out").exists()
+
+
 def test_gradient_checkpointing_trains_the_same_weights(env, tmp_path: Path) -> None:
     def train(gc: bool) -> dict:
         cfg = make_config(env["model"], env["data"], tmp_path / f"out{gc}",
@@ -276,3 +286,20 @@ def test_gradient_checkpointing_trains_the_same_weights(env, tmp_path: Path) -> 
     assert any(plain[k].abs().sum() > 0 for k in ups if k.startswith("lora_te"))
     for k in plain:
         assert torch.allclose(plain[k], ckpt[k], atol=1e-6), k
+
+
+def test_a_new_run_moves_the_previous_runs_checkpoints_aside(tmp_path: Path) -> None:
+    # The earlier run's files (often the epoch the user picked) must survive a re-run of the config.
+    from trainer.run import keep_previous_outputs
+
+    names = ["t.safetensors", "t-000001.safetensors", "t-step00000012.ckpt", "t-state", "t-000002-state",
+             "t2.safetensors", "other-000001.safetensors", "t-1.safetensors"]
+    for n in names:
+        (tmp_path / n).mkdir() if n.endswith("state") else (tmp_path / n).write_text(n)
+    dest = keep_previous_outputs(tmp_path, "t")
+    assert dest is not None and dest.parent == tmp_path / ".kazari" / "previous"
+    assert sorted(p.name for p in dest.iterdir()) == sorted(names[:5])
+    assert (dest / "t-000001.safetensors").read_text() == "t-000001.safetensors"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kazari", "other-000001.safetensors",
+                                                            "t-1.safetensors", "t2.safetensors"]
+    assert keep_previous_outputs(tmp_path, "t") is None  # nothing left to move

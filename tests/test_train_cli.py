@@ -64,6 +64,23 @@ def test_ctrl_c_stops_saves_state_and_resume_finishes(env, tmp_path: Path, capsy
     assert "resuming at step 2" in err and (tmp_path / "out" / "t.safetensors").is_file()
 
 
+def test_ctrl_c_while_caching_says_nothing_was_saved(env, tmp_path: Path, capsys, monkeypatch) -> None:
+    path = _write(env, tmp_path)
+    import trainer.run as run_mod
+
+    real = run_mod.TrainingRun.emit
+
+    def emit(self, event):  # Ctrl-C during latent caching: the run ends before its first step
+        real(self, event)
+        if type(event).__name__ == "CachingProgress" and event.done == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(run_mod.TrainingRun, "emit", emit)
+    assert main(["train", str(path), "--plain"]) == 130
+    err = capsys.readouterr().err
+    assert "nothing was saved" in err and "--resume None" not in err
+
+
 def test_bad_config_and_bad_resume_are_one_paragraph_errors(env, tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[training]\nmax_train_epochs = "ten"\n', encoding="utf-8")

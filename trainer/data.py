@@ -44,6 +44,7 @@ class TrainImage:
     size: tuple[int, int]  # original (w, h)
     bucket: tuple[int, int]  # training (w, h), multiples of 8
     resized: tuple[int, int] | None = None  # size before the centre crop (None: computed on load)
+    folder_repeats: int = 0  # N of the N_name folder (reg images' ``repeats`` are balanced instead)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,20 @@ def process_caption(tags: list[str], opts: CaptionOptions, rng: random.Random, e
             flex = [t for t in flex if rng.random() >= opts.caption_tag_dropout_rate]
         tags = fixed + flex
     return ", ".join(tags)
+
+
+def oriented_size(path: Path, size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` as the image is shown: swapped when its EXIF orientation turns it by 90 degrees.
+
+    ``load_pixels`` applies the EXIF rotation (a phone photo trains upright), so its bucket must be
+    chosen from the rotated size too, or a portrait photo would be squashed into a landscape bucket.
+    """
+    try:
+        with Image.open(path) as im:
+            turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # Orientation: transpose / 90 / 270
+    except (OSError, ValueError):
+        return size  # unreadable: load_pixels reports it with the file name
+    return (size[1], size[0]) if turned else size
 
 
 def resize_cover_crop(img: Image.Image, bucket: tuple[int, int],
@@ -196,13 +211,14 @@ class DataPipeline:
             repeats = reg_rep[i - len(train)] if is_reg else f.repeats
             if repeats <= 0 or tuple(it.size) == (0, 0):  # (0, 0): unreadable header, lint reports it
                 continue
-            place = bucket_set.place(*it.size)
+            size = oriented_size(Path(it.path), tuple(it.size))
+            place = bucket_set.place(*size)
             images.append(TrainImage(
                 key=it.key, path=Path(it.path),
                 caption_path=Path(it.caption_path) if it.caption_path else None, folder=f.name,
                 trigger=getattr(f, "class_tokens", "") or f.trigger or "", repeats=repeats, is_reg=is_reg,
-                size=tuple(it.size),
-                bucket=place.bucket, resized=place.resized))
+                size=size,
+                bucket=place.bucket, resized=place.resized, folder_repeats=f.repeats))
         opts = CaptionOptions(d.shuffle_caption, d.keep_tokens, d.caption_dropout_rate,
                               d.caption_dropout_every_n_epochs or 0, d.caption_tag_dropout_rate)
         return cls(images, batch_size=cfg.training.train_batch_size, seed=cfg.training.seed or 0,
@@ -285,7 +301,8 @@ class DataPipeline:
         for im in self.images:
             if im.is_reg != reg:
                 continue
-            entry = out.setdefault(im.folder, {"n_repeats": im.repeats, "img_count": 0})
+            # sd-scripts writes the folder's own repeats, also for regularisation folders.
+            entry = out.setdefault(im.folder, {"n_repeats": im.folder_repeats or im.repeats, "img_count": 0})
             entry["img_count"] += 1
         return out
 

@@ -166,6 +166,7 @@ def build_grid(
     # PNG encoding + fsync run on a writer thread, overlapping the next cell's denoising.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kazari-grid-png")
     pending: list[Future] = []
+    failed = True
     try:
         for r, (label, path) in enumerate(rows):
             if is_cancelled():
@@ -189,14 +190,19 @@ def build_grid(
                         if progress is not None:
                             progress(done, result.total, cell)
         result.complete = True
+        failed = False
     except Cancelled:
         result.cancelled = True
+        failed = False
     finally:
         sampler_obj.set_lora(None)  # give the base model back without LoRA hooks
         writer.shutdown(wait=True)
         for f in pending:
             f.result()  # re-raise a failed write (disk full...) here, not silently
-        _assemble(result, out)
+        # On an error (e.g. a bad LoRA file) with nothing rendered, write nothing: an empty grid
+        # would replace the previous, good grid and index in the same folder.
+        if not failed or result.cells:
+            _assemble(result, out)
     return result
 
 
@@ -231,6 +237,8 @@ def _resolve_prompts(prompts: Any, steps: int | None) -> list[PromptSpec]:
     if not specs:
         raise UserError("The grid needs at least one prompt.", hint="Give --prompt TEXT or [sample] sample_prompts.")
     if steps is not None:
+        if not 1 <= int(steps) <= 1000:
+            raise UserError(f"steps = {steps} is out of range.", hint="Use 1 to 1000 sampling steps (20-30 is usual).")
         specs = [PromptSpec(**{**s.__dict__, "steps": int(steps)}) for s in specs]
     return specs
 

@@ -266,11 +266,13 @@ class LoRANetwork(nn.Module):
         return groups
 
     # ------------------------------------------------------------------ weights
-    def load_weights(self, path: Path | str | dict[str, torch.Tensor]) -> None:
-        """Copy a saved LoRA's tensors into this network (same module layout required)."""
+    def load_weights(self, path: Path | str | dict[str, torch.Tensor], *, source: Path | str | None = None) -> None:
+        """Copy a saved LoRA's tensors into this network (same module layout required).
+
+        ``source`` names the file in error messages when ``path`` is an already-read state dict."""
         sd = path if isinstance(path, dict) else read_lora_file(Path(path))[0]
         mine = self.state_dict()
-        where = "the given weights" if isinstance(path, dict) else str(path)
+        where = str(source or "the given weights") if isinstance(path, dict) else str(path)
         missing = sorted(set(mine) - set(sd))
         extra = sorted(set(sd) - set(mine))
         if extra or any(k.endswith(".weight") for k in missing):
@@ -299,8 +301,12 @@ class LoRANetwork(nn.Module):
         unet: nn.Module | None,
         text_encoder: nn.Module | None,
         multiplier: float = 1.0,
+        *,
+        source: Path | str | None = None,
     ) -> LoRANetwork:
-        """A network shaped like a saved file (dims/alphas per module), with its weights loaded."""
+        """A network shaped like a saved file (dims/alphas per module), with its weights loaded.
+
+        ``source`` names the file in error messages when ``path`` is an already-read state dict."""
         sd = path if isinstance(path, dict) else read_lora_file(Path(path))[0]
         modules_dim: dict[str, int] = {}
         modules_alpha: dict[str, float] = {}
@@ -314,12 +320,12 @@ class LoRANetwork(nn.Module):
             modules_alpha.setdefault(name, float(d))  # old files without alpha: alpha = dim
         known = _all_targets(unet, text_encoder, conv=True)
         unknown = sorted(set(modules_dim) - set(known))
-        where = "the given weights" if isinstance(path, dict) else str(path)
+        where = str(source or "the given weights") if isinstance(path, dict) else str(path)
         if unknown or not modules_dim:
             raise UserError(
                 f"{where} is not an SD1.x LoRA for this model"
                 + (f": {len(unknown)} modules have no match (e.g. {unknown[0]})." if unknown else ": no LoRA keys."),
-                path=None if isinstance(path, dict) else path,
+                path=source if isinstance(path, dict) else path,
                 hint="Check that the file is a kohya-format LoRA trained on SD1.x (not SDXL/SD2, not LyCoris).",
             )
         has_te = any(n.startswith(PREFIX_TE + "_") for n in modules_dim)
@@ -333,7 +339,7 @@ class LoRANetwork(nn.Module):
             modules_dim=modules_dim,
             modules_alpha=modules_alpha,
         )
-        net.load_weights({k: v for k, v in sd.items()})
+        net.load_weights({k: v for k, v in sd.items()}, source=source)
         return net
 
     def save(
@@ -391,6 +397,9 @@ def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]
     """Tensors and metadata of a LoRA file (.safetensors; .ckpt/.pt with ``weights_only=True``)."""
     if not path.is_file():
         raise UserError(f"LoRA file {path} does not exist.", path=path)
+    if path.suffix.lower() not in (".safetensors", ".ckpt", ".pt", ".pth", ".bin"):
+        raise UserError(f"{path} is not a LoRA file.", path=path,
+                        hint="Give a .safetensors LoRA (or a .ckpt/.pt one written by kohya or kazari).")
     if path.suffix.lower() == ".safetensors":
         from safetensors import safe_open
 
@@ -402,8 +411,10 @@ def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
+        # torch's own text is long and suggests weights_only=False, which kazari will not do.
         raise UserError(
-            f"{path} could not be loaded safely ({err}).",
+            f"{path} could not be loaded safely: it is damaged, not a LoRA, or a pickle holding more than "
+            f"tensors ({type(err).__name__}).",
             path=path,
             hint="kazari reads pickled LoRAs with weights_only=True; convert the file to .safetensors.",
         ) from err

@@ -5,20 +5,20 @@ Civitai, A1111's LoRA info panel and metadata viewers read these keys, so they f
 JSON, ``ss_resolution`` is the string of a ``(w, h)`` tuple, ``ss_optimizer`` is
 ``module.Class(key=value,...)``. Per-save keys (``ss_steps``, ``ss_epoch``,
 ``ss_training_finished_at``) are added by :func:`for_save`. ``sshs_model_hash`` and
-``sshs_legacy_hash`` are computed over the written tensors by :func:`add_weight_hashes`.
+``sshs_legacy_hash`` are computed over the written tensors by ``LoRANetwork.save``
+(``trainer.lora.safetensors_hashes``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import random
-import struct
 import time
 from typing import Any
 
 import torch
+
+from trainer.data import parse_resolution
 
 
 def optimizer_description(optimizer: torch.optim.Optimizer, args: dict[str, Any]) -> str:
@@ -37,7 +37,7 @@ def training_metadata(cfg, data, bundle, *, optimizer_text: str, num_batches_per
                       started_at: float | None = None, session_id: int | None = None) -> dict[str, str]:
     """The run-constant part of the metadata (``data``: a DataPipeline, ``bundle``: an SD1Bundle)."""
     d, n, o, t, out = cfg.dataset, cfg.network, cfg.optimizer, cfg.training, cfg.output
-    w, h = (int(x) for x in str(d.resolution).split(","))
+    w, h = parse_resolution(d.resolution)  # "512", "512,768" and [512, 768] are all valid configs
     unet_lr = o.unet_lr if o.unet_lr is not None else o.learning_rate
     te_lr = o.text_encoder_lr if o.text_encoder_lr is not None else o.learning_rate
     num_train = sum(im.repeats for im in data.images if not im.is_reg)
@@ -138,20 +138,3 @@ def for_save(base: dict[str, str], *, step: int, epoch: int) -> dict[str, str]:
     md["ss_steps"] = str(step)
     md["ss_epoch"] = str(epoch)
     return md
-
-
-def add_weight_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, str]:
-    """sd-scripts' ``precalculate_safetensors_hashes``: ``sshs_model_hash`` is the sha256 of a
-    safetensors file holding the tensors with only the ``ss_*`` metadata, *after* its header;
-    ``sshs_legacy_hash`` is A1111's 8-hex hash (64 KiB at 1 MiB) of that same file."""
-    from safetensors.torch import save
-
-    ss_only = {k: v for k, v in metadata.items() if k.startswith("ss_")}
-    blob = save(tensors, ss_only)
-    header_len = struct.unpack("<Q", blob[:8])[0]
-    out = dict(metadata)
-    out["sshs_model_hash"] = hashlib.sha256(blob[8 + header_len:]).hexdigest()
-    buf = io.BytesIO(blob)
-    buf.seek(0x100000)
-    out["sshs_legacy_hash"] = hashlib.sha256(buf.read(0x10000)).hexdigest()[0:8]
-    return out

@@ -195,6 +195,12 @@ class SD1Bundle:
 # --------------------------------------------------------------------------------------- loading
 
 
+def _first_line(err: Exception) -> str:
+    line = (str(err).strip().splitlines() or [""])[0]
+    # torch's weights_only refusal starts with advice to disable it: keep only what went wrong.
+    return "not a plain tensor pickle" if line.startswith("Weights only load failed") else line[:200]
+
+
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and (safetensors) metadata of a checkpoint; pickles only with ``weights_only=True``."""
     suffix = path.suffix.lower()
@@ -215,9 +221,11 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
+        # Not torch's own text: it runs to a page and suggests weights_only=False, which kazari will not do.
         raise UserError(
-            f"{path} could not be loaded safely as a checkpoint: {err}. kazari only reads pickled "
-            "checkpoints with torch.load(weights_only=True), which refuses files that contain code.",
+            f"{path} could not be loaded safely as a checkpoint ({type(err).__name__}: "
+            f"{_first_line(err)}). kazari only reads pickled checkpoints with torch.load(weights_only=True), "
+            "which refuses damaged files and files that hold more than tensors (code, training callbacks).",
             path=path,
             hint="Use the .safetensors version of this model, or convert the file to .safetensors.",
         ) from err

@@ -170,9 +170,9 @@ def _polynomial(step: int, *, warmup: int, total: int, power: float, lr_init: fl
 
 
 def resolve_warmup(warmup: float | int, total_steps: int) -> int:
-    """sd-scripts: a float below 1 is a fraction of the total steps."""
+    """sd-scripts: a float below 1 is a fraction of the total steps, rounded down (``int(...)``)."""
     if isinstance(warmup, float) and 0 < warmup < 1:
-        return int(math.ceil(warmup * total_steps))
+        return int(warmup * total_steps)
     return int(warmup or 0)
 
 

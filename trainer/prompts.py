@@ -10,7 +10,8 @@ API (stable)::
 
 Options (sd-scripts ``line_to_prompt_dict``): ``--n`` negative prompt, ``--w``/``--h`` size (rounded
 down to a multiple of 8, at least 64), ``--s`` steps (1..1000), ``--l`` CFG scale, ``--d`` seed,
-``--ss`` sampler, ``--am`` LoRA multiplier. Options are split on `` --``; text before the first one is
+``--ss`` sampler, ``--am`` LoRA multiplier (``--cn``/``--f``/``--g``/``--fs``, meant for other
+model families, are skipped). Options are split on `` --``; text before the first one is
 the prompt. Lines that are empty or start with ``#`` are skipped in files and lists. Defaults follow
 sd-scripts (512x512, 30 steps, CFG 7.5, random seed).
 """
@@ -62,12 +63,15 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "ss": ("sampler", "text"),
     "am": ("multiplier", "float"),
 }
-_IGNORED = {"cn"}  # ControlNet image: not for SD1 LoRA previews, accepted so existing files work
+# Options sd-scripts (and its sibling musubi-tuner) define for other model families: ControlNet image,
+# frame count, guidance scale, flow shift. They mean nothing for an SD1 preview, but a prompt file
+# shared with those trainers must still load, as it does in sd-scripts (which skips what it ignores).
+_IGNORED = {"cn", "f", "g", "fs"}
 
 
 def _fail(where: str, msg: str) -> UserError:
     return UserError(
-        f"{where}: {msg}".lstrip(": "),
+        f"{where}: {msg}.".lstrip(": "),
         hint="Prompt lines use sd-scripts syntax: `prompt --n negative --w 512 --h 512 --s 28 --l 7 --d 1234`.",
     )
 

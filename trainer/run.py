@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -337,6 +338,7 @@ class TrainingRun:
             raise UserError("[dataset] train_data_dir is not set.",
                             hint="Point it at the parent folder of your 10_name image folders.")
 
+        self._check_sample_settings()  # a bad preview prompt must fail now, not after the first epoch
         data = DataPipeline.from_config(cfg)
         data.seed = seed
 
@@ -387,8 +389,11 @@ class TrainingRun:
         self._step, self._epoch = counters.step, counters.epoch
 
         out_dir = Path(out.output_dir)
+        moved_aside = None
         if self.rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
+            if self.resume_from is None:
+                moved_aside = keep_previous_outputs(out_dir, out.output_name)
             self._open_log()
         self.emit(ev.RunStarted(
             total_steps=total_steps, steps_per_epoch=steps_per_epoch, total_epochs=t.max_train_epochs,
@@ -396,6 +401,10 @@ class TrainingRun:
             num_reg_images=data.num_reg_images, images_per_epoch=data.images_per_epoch,
             batch_size=t.train_batch_size, gradient_accumulation_steps=accum, start_step=counters.step,
             start_epoch=counters.epoch, device=str(device), output_dir=out_dir, world_size=self.world_size))
+        if moved_aside is not None:
+            self.emit(ev.TrainWarning(
+                f"{out_dir} already held checkpoints named {out.output_name!r} from an earlier run; they were "
+                f"moved to {moved_aside} instead of being overwritten."))
 
         # Latents: encode once (or find them in the disk cache), with progress events.
         cache = LatentCache(d.cache_latents, (data.root or out_dir) / ".kazari" / "latents")
@@ -629,14 +638,32 @@ class TrainingRun:
         return st.counters
 
     # ----- samples ------------------------------------------------------------------------------------
+    def _check_sample_settings(self) -> None:
+        """Parse the preview prompts and sampler name up front (UserError on a mistake)."""
+        s = self.cfg.sample
+        if not s.sample_prompts:
+            return
+        from trainer.prompts import load_prompts
+        from trainer.sampling import sampler_label
+
+        sampler_label(s.sample_sampler)
+        load_prompts(s.sample_prompts)
+
     def _run_samples(self, ctx: _Ctx, counters: Counters, epoch: int) -> None:
         if self.rank != 0:
             return
-        prompts = self.cfg.sample.sample_prompts
-        if not prompts:
+        if not self.cfg.sample.sample_prompts:
             return
+        from trainer.prompts import load_prompts
         from trainer.sampling import Cancelled, Sampler, save_png
 
+        try:
+            # Re-read at every preview (as sd-scripts does), so a prompt file edited mid-run applies;
+            # a mistake made in it meanwhile costs the preview, not the run.
+            prompts = load_prompts(self.cfg.sample.sample_prompts)
+        except UserError as exc:
+            self.emit(ev.TrainWarning(f"Preview skipped at epoch {epoch}: {exc}"))
+            return
         sampler = Sampler(ctx.bundle, sampler=self.cfg.sample.sample_sampler,
                           clip_skip=self.cfg.training.clip_skip,
                           max_token_length=self.cfg.dataset.max_token_length, network=ctx.network)
@@ -653,6 +680,30 @@ class TrainingRun:
                                              step=counters.step, index=i))
             except Cancelled:  # a stop request interrupts a long preview
                 return
+
+
+def keep_previous_outputs(out_dir: Path, name: str) -> Path | None:
+    """Move an earlier run's ``name`` checkpoints and state folders out of the way (never overwrite).
+
+    A fresh run writes ``{name}-{epoch:06d}``, ``{name}-step{step:08d}``, ``{name}`` and
+    ``{name}[-{epoch:06d}]-state``; the earlier run's files of those names (often the very epoch the
+    user picked) go to ``out_dir/.kazari/previous/<time>/``. Returns that folder, or None if nothing
+    had to move.
+    """
+    pattern = re.compile(rf"^{re.escape(name)}(-\d{{6}}|-step\d{{8}})?(\.(safetensors|ckpt|pt)|-state)$"
+                         rf"|^{re.escape(name)}-\d{{6}}-state$")
+    found = [p for p in out_dir.iterdir() if pattern.match(p.name)]
+    if not found:
+        return None
+    dest = out_dir / ".kazari" / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = dest.with_name(f"{dest.name.split('_')[0]}_{n}")
+    dest.mkdir(parents=True)
+    for p in found:
+        os.replace(p, dest / p.name)
+    return dest
 
 
 def _plain(event: Any) -> dict[str, Any]:
@@ -677,4 +728,4 @@ def dtype_of(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-__all__ = ["TrainingRun", "NonFiniteLoss", "dtype_of"]
+__all__ = ["TrainingRun", "NonFiniteLoss", "dtype_of", "keep_previous_outputs"]

@@ -169,11 +169,11 @@ class Sampler:
             path = Path(lora)
             sd, meta = read_lora_file(path)
             if self.network is not None and _layout_of(sd) == self.network.layout():
-                self.network.load_weights(sd)
+                self.network.load_weights(sd, source=path)
             else:
                 if self.network is not None:
                     self.network.remove()
-                self.network = LoRANetwork.from_weights(sd, self.bundle.unet, self.bundle.text_encoder)
+                self.network = LoRANetwork.from_weights(sd, self.bundle.unet, self.bundle.text_encoder, source=path)
                 self.network.to(self.bundle.device)
             self.lora_name = path.stem
             self.lora_hash = meta.get("sshs_model_hash", "")[:12] or None

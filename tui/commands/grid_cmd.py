@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default=None, help="euler_a, euler, dpmpp_2m_karras, ddim, ... (default euler_a)")
     p.add_argument("--model", type=Path, default=None, help="base model (needed with a RUN_DIR)")
     p.add_argument("--tokenizer", type=Path, default=None, help="CLIP tokenizer folder (offline use)")
-    p.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto", help="auto | cuda | cpu")
     p.add_argument("-o", "--output", type=Path, default=None, help="output folder (default RUN_DIR/grid)")
     p.add_argument("--json", action="store_true", help="print the index as JSON instead of a summary")
     p.set_defaults(func=run)
@@ -90,13 +90,19 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but PyTorch sees no CUDA GPU.",
+                        hint="Install a CUDA build of PyTorch, or use --device auto / cpu.")
     dtype = torch.float16 if device == "cuda" else torch.float32
     bundle = load_sd1(s["model"], vae=s["vae"], tokenizer=s["tokenizer"], dtype=dtype, device=device,
                       vae_dtype=torch.float32)
 
+    live = sys.stderr.isatty()  # a log file gets one line per cell, not a run of carriage returns
+
     def progress(done: int, total: int, cell) -> None:
         if not args.json:
-            print(f"\r[{done}/{total}] {cell.label} weight {cell.weight:g}", end="", file=sys.stderr, flush=True)
+            text = f"[{done}/{total}] {cell.label} weight {cell.weight:g}"
+            print(f"\r{text}" if live else text, end="" if live else "\n", file=sys.stderr, flush=True)
 
     # Ctrl-C cancels cooperatively, so the cells already rendered are kept (partial grid + index).
     stop = threading.Event()
@@ -120,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json.loads(result.index_path.read_text(encoding="utf-8")), indent=1))
     else:
-        print(file=sys.stderr)
+        if live:
+            print(file=sys.stderr)
         for path in result.grid_paths.values():
             print(path)
     if result.cancelled:

@@ -153,7 +153,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"kazari: training failed: {result.message}", file=sys.stderr)
         return 1
     if rank == 0:
-        if result.stopped_early:
+        if result.stopped_early and result.final_path is None:
+            print("kazari: stopped before the first training step; nothing was saved.", file=sys.stderr)
+        elif result.stopped_early:
             print(f"kazari: stopped at step {result.step}; LoRA so far: {result.final_path}; resume with "
                   f"`kazari train {args.config} --resume {result.state_dir}`", file=sys.stderr)
         else:
