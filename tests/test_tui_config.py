@@ -1,0 +1,74 @@
+"""Config screen: an invalid value shows a message inline, fixing it clears it, saving keeps comments."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tui.app import make_app
+from tui.testing import make_workspace, screen_text
+
+
+def test_invalid_value_message_fix_and_save_keeps_comments(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", images=4, tagger=False)
+    config = ws / "kazari.toml"
+    config.write_text("# my own note about this run\n" + config.read_text())
+    app = make_app(ws, log_to_file=False, start_mode="config")
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause(0.5)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            screen = app.screen
+            assert "steps: 4/epoch × 1 = 4" in screen_text(app)
+            field = screen.query_one("#in-training-max_train_epochs")
+            field.focus()
+            await pilot.pause()
+            await pilot.press("end", "backspace", *"abc")
+            await pilot.pause()
+            row = screen.query_one("#row-training-max_train_epochs")
+            assert row.has_class("-invalid")
+            assert "cannot read 'abc' as int" in screen_text(app)
+            await pilot.press(*["backspace"] * 3, "3")
+            await pilot.pause(0.6)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert not row.has_class("-invalid")
+            assert "steps: 4/epoch × 3 = 12" in screen_text(app)
+            await pilot.press("ctrl+t")  # raw TOML view shows the edit
+            await pilot.pause()
+            assert "max_train_epochs = 3" in screen.query_one("#cf-raw").text
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+
+    asyncio.run(main())
+    text = config.read_text()
+    assert "max_train_epochs = 3" in text
+    assert text.startswith("# my own note about this run\n")
+    assert "# Number of epochs." in text
+
+
+def test_save_refuses_to_clobber_a_file_changed_on_disk(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", images=2, tagger=False)
+    config = ws / "kazari.toml"
+    app = make_app(ws, log_to_file=False, start_mode="config")
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            screen.query_one("#in-network-network_dim").focus()
+            await pilot.press("end", "backspace", "8")
+            await pilot.pause()
+            config.write_text(config.read_text() + "\n# edited in vim meanwhile\n")
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert "changed on disk" in screen_text(app)
+            await pilot.press("n")
+            await pilot.pause()
+
+    asyncio.run(main())
+    assert config.read_text().endswith("# edited in vim meanwhile\n")

@@ -1,0 +1,161 @@
+"""Dataset and Tags screens driven by keys; the files on disk are checked after saving."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tagging.captions import parse_caption
+from tui.app import make_app
+from tui.testing import make_workspace, screen_text
+from tui.widgets.dialogs import ConfirmScreen
+
+FEATURES = {"pink_hair", "long_hair", "hair_flower", "hair_ornament", "blue_eyes"}
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> Path:
+    return make_workspace(tmp_path / "ws", images=6, tagger=False)
+
+
+def _captions(ws: Path) -> dict[str, list[str]]:
+    return {p.name: parse_caption(p.read_text()) for p in sorted((ws / "dataset").glob("*/*.txt"))}
+
+
+async def _settle(app, pilot) -> None:
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def _run(app, scenario, size=(100, 30)) -> None:
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await _settle(app, pilot)
+            await scenario(app, pilot)
+
+    asyncio.run(main())
+
+
+def test_edit_one_image_undo_and_save(workspace: Path) -> None:
+    before = _captions(workspace)
+    mtimes = {p: p.stat().st_mtime_ns for p in (workspace / "dataset").glob("*/*.txt")}
+    app = make_app(workspace, log_to_file=False)
+
+    async def scenario(app, pilot) -> None:
+        screen = app.screen
+        assert len(screen.visible_keys) == 6
+        key = screen.current_key
+        assert key == screen.visible_keys[0]
+        first_tag = app.session.dataset.image(key).tags[0]
+        await pilot.press("tab", "d")  # into the tag list; delete the highlighted (first) tag
+        await pilot.pause()
+        assert first_tag not in app.session.dataset.image(key).tags
+        assert "1 unsaved" in screen_text(app)
+        await pilot.press("a", *"red_scarf", "enter")
+        await pilot.pause()
+        assert app.session.dataset.image(key).tags[-1] == "red_scarf"
+        await pilot.press("u")  # undo the add, keep the delete
+        await pilot.pause()
+        assert "red_scarf" not in app.session.dataset.image(key).tags
+        await pilot.press("s")
+        await _settle(app, pilot)
+        assert "unsaved" not in screen_text(app)
+
+    _run(app, scenario)
+    after = _captions(workspace)
+    changed = [name for name in after if after[name] != before[name]]
+    assert changed == ["0000.txt"]
+    assert after["0000.txt"] == before["0000.txt"][1:]
+    for path, mtime in mtimes.items():  # only the changed caption was written
+        if path.name != "0000.txt":
+            assert path.stat().st_mtime_ns == mtime
+
+
+def test_filter_move_tag_and_trash_with_undo(workspace: Path) -> None:
+    app = make_app(workspace, log_to_file=False)
+
+    async def scenario(app, pilot) -> None:
+        screen = app.screen
+        await pilot.press("slash", *"blonde_hair", "enter")
+        await pilot.pause()
+        ds = app.session.dataset
+        assert screen.visible_keys and len(screen.visible_keys) < 6
+        assert all("blonde_hair" in ds.image(k).tags for k in screen.visible_keys)
+        await pilot.press("slash", "ctrl+u", "enter")  # clear the filter
+        await pilot.pause()
+        assert len(screen.visible_keys) == 6
+        key = screen.current_key
+        tags = list(ds.image(key).tags)
+        await pilot.press("tab", "J")  # move the first tag down one place
+        await pilot.pause()
+        assert ds.image(key).tags[:2] == [tags[1], tags[0]]
+        await pilot.press("x")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause()
+        image = workspace / "dataset" / key
+        assert not image.exists()
+        assert list((workspace / "dataset" / ".kazari" / "trash").rglob(Path(key).name))
+        assert len(screen.visible_keys) == 5
+        await pilot.press("u")
+        await pilot.pause()
+        assert image.exists() and len(screen.visible_keys) == 6
+
+    _run(app, scenario)
+
+
+def test_prune_suggested_features_across_the_set_then_undo_and_save(workspace: Path) -> None:
+    app = make_app(workspace, log_to_file=False, start_mode="tags")
+
+    async def scenario(app, pilot) -> None:
+        await _settle(app, pilot)
+        screen = app.screen
+        assert set(screen.suggested) == FEATURES
+        assert "★ feature" in screen_text(app)
+        await pilot.press("P")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause()
+        ds = app.session.dataset
+        assert not any(FEATURES & set(img.tags) for img in ds.images)
+        await pilot.press("u")
+        await pilot.pause()
+        assert all("hair_flower" in img.tags for img in ds.images)
+        await pilot.press("r")  # redo the prune, then save
+        await pilot.pause()
+        assert not any(FEATURES & set(img.tags) for img in ds.images)
+        await pilot.press("s")
+        await _settle(app, pilot)
+
+    _run(app, scenario)
+    for name, tags in _captions(workspace).items():
+        assert not FEATURES & set(tags), name
+        assert "1girl" in tags
+
+
+def test_bulk_remove_selected_tags_and_set_trigger_first(workspace: Path) -> None:
+    app = make_app(workspace, log_to_file=False, start_mode="tags")
+
+    async def scenario(app, pilot) -> None:
+        await _settle(app, pilot)
+        screen = app.screen
+        ds = app.session.dataset
+        # select the first two rows of the frequency table and remove them everywhere
+        chosen = screen.rows[:2]
+        await pilot.press("space", "space", "d")
+        await pilot.pause()
+        assert not any(set(chosen) & set(img.tags) for img in ds.images)
+        await pilot.press("t")
+        await pilot.pause()
+        await pilot.press("ctrl+u", *"kz_char", "enter")
+        await pilot.pause()
+        assert all(img.tags[0] == "kz_char" for img in ds.images)
+        history = [str(o.prompt) for o in screen.query_one("#tg-history").options]
+        assert len(history) == 2 and "remove" in history[1]  # newest first; both steps visible
+
+    _run(app, scenario)

@@ -1,0 +1,205 @@
+"""KazariApp: one Textual app, six modes (Dataset, Tags, Tagger, Config, Train, Grid).
+
+Every action is a ``Binding`` with a description, so it shows in the footer, in the help screen (F1
+or ?) and in the command palette (ctrl+p) — all three are generated from the same bindings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from textual import events
+from textual.app import App
+from textual.binding import Binding
+
+from tui.help import BindingsProvider, HelpScreen, describe_bindings
+from tui.logcapture import LogSink, capture_python_logging
+from tui.screens.config.screen import ConfigScreen
+from tui.screens.dataset.screen import DatasetScreen
+from tui.screens.grid.screen import GridScreen
+from tui.screens.tagger.screen import TaggerScreen
+from tui.screens.tags.screen import TagsScreen
+from tui.screens.train.screen import TrainScreen
+from tui.session import Session
+from tui.training import TrainingController
+from tui.widgets.dialogs import ConfirmScreen
+from tui.widgets.logview import LogScreen
+from tui.widgets.modebar import MODES as MODE_KEYS
+from tui.workspace import Workspace
+
+HELP_NOTES = (
+    "Modes: 1 Dataset · 2 Tags · 3 Tagger · 4 Config · 5 Train · 6 Grid (while typing in a field, "
+    "press Escape first). ctrl+p opens the command palette with every action of the current screen; "
+    "ctrl+l shows the log (library output never paints over the screen); ctrl+q quits (asks first "
+    "while training, and saves the run)."
+)
+
+IMAGE_MODES = ("halfcell", "auto", "sixel", "tgp", "unicode")
+
+
+class KazariApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "kazari"
+    COMMANDS = App.COMMANDS | {BindingsProvider}
+    MODES = {
+        "dataset": DatasetScreen,
+        "tags": TagsScreen,
+        "tagger": TaggerScreen,
+        "config": ConfigScreen,
+        "train": TrainScreen,
+        "grid": GridScreen,
+    }
+    BINDINGS = [
+        *(
+            Binding(key, f"switch_mode('{name}')", label, show=False, id=f"mode-{name}")
+            for name, key, label in MODE_KEYS
+        ),
+        Binding("f1,question_mark", "help", "Help", id="help"),
+        Binding("ctrl+l", "show_log", "Log", id="log"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
+    ]
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        start_mode: str = "dataset",
+        image_mode: str = "halfcell",
+        log_to_file: bool = True,
+    ) -> None:
+        super().__init__()
+        sink = LogSink(workspace.log_path if log_to_file else None)
+        self.session = Session(workspace=workspace, sink=sink, image_mode=image_mode)
+        self.training = TrainingController(self)
+        self.start_mode = start_mode
+        self.lint_pending = False
+        self._logging_cm: contextlib.AbstractContextManager[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self._logging_cm = capture_python_logging(self.session.sink)
+        self._logging_cm.__enter__()
+        self.begin_capture_print(self)
+        self.switch_mode(self.start_mode)
+        self.load_dataset()
+
+    def load_dataset(self) -> None:
+        """Open the dataset in a thread worker; the active screen redraws when it is ready."""
+        session = self.session
+        if session.loading:
+            return
+        if session.workspace.dataset_root is None:
+            session.dataset_error = (
+                f"No dataset in {session.workspace.root}: expected kohya folders such as '10_name/' "
+                "there or in 'dataset/', or [dataset] train_data_dir in kazari.toml. "
+                "`kazari demo` creates an example workspace."
+            )
+            return
+        session.loading = True
+
+        def body() -> None:
+            try:
+                session.load_dataset()
+            except BaseException as err:  # noqa: BLE001 - shown to the user
+                self.call_from_thread(self._dataset_failed, err)
+            else:
+                self.call_from_thread(self._dataset_loaded)
+            finally:
+                session.loading = False
+
+        self.run_worker(body, thread=True, group="dataset-load", exclusive=True, exit_on_error=False)
+
+    def _dataset_loaded(self) -> None:
+        if self.session.dataset is not None:
+            self.run_lint()
+        screen = self.screen
+        if hasattr(screen, "on_dataset_loaded"):
+            screen.on_dataset_loaded()
+
+    def run_lint(self) -> None:
+        """Lint decodes every image (slow on big sets), so it runs after the list is on screen."""
+        session = self.session
+        ds = session.dataset
+        self.lint_pending = True
+
+        def body() -> None:
+            try:
+                findings = session.run_lint(ds)
+            except BaseException as err:  # noqa: BLE001 - reported, the app keeps working without lint
+                self.call_from_thread(self._linted, [])
+                self.call_from_thread(self._dataset_failed, err)
+                return
+            self.call_from_thread(self._linted, findings)
+
+        self.run_worker(body, thread=True, group="lint", exclusive=True, exit_on_error=False)
+
+    @property
+    def busy(self) -> bool:
+        """True while the dataset is loading or being linted (tests and snapshots wait on it)."""
+        return self.session.loading or self.lint_pending
+
+    def _linted(self, findings: list) -> None:
+        self.lint_pending = False
+        self.session.findings = findings
+        screen = self.screen
+        if hasattr(screen, "on_findings"):
+            screen.on_findings()
+
+    def _dataset_failed(self, err: BaseException) -> None:
+        if hasattr(self.screen, "show_error"):
+            self.screen.show_error(err)
+        self._dataset_loaded()
+
+    def on_print(self, event: events.Print) -> None:
+        self.session.sink.write(event.text, "stderr" if event.stderr else "stdout")
+
+    def on_unmount(self) -> None:
+        self.session.stop_event.set()
+        if self._logging_cm is not None:
+            self._logging_cm.__exit__(None, None, None)
+            self._logging_cm = None
+        self.session.sink.close()
+
+    # -- app-wide actions ------------------------------------------------------------------------
+    def action_help(self) -> None:
+        screen = self.screen
+        if isinstance(screen, HelpScreen):
+            return
+        title = type(screen).__name__.replace("Screen", "")
+        self.push_screen(HelpScreen(title, describe_bindings(screen), HELP_NOTES))
+
+    def action_show_log(self) -> None:
+        if isinstance(self.screen, LogScreen):
+            self.pop_screen()
+            return
+        ws = self.session.workspace
+        where = ws.display(ws.log_path) if self.session.sink.path else "not written to a file"
+        self.push_screen(LogScreen(self.session.sink, where))
+
+    async def action_quit(self) -> None:
+        if not self.training.running:
+            self.exit()
+            return
+        self.push_screen(
+            ConfirmScreen("A training run is in progress. Stop it (a checkpoint is saved) and quit?"),
+            self._quit_answered,
+        )
+
+    def _quit_answered(self, yes: bool | None) -> None:
+        if yes:
+            self.notify("Stopping training and saving a checkpoint…", timeout=30)
+            self.training.stop()
+            self.run_worker(self._exit_after_training(), group="quit", exclusive=True)
+
+    async def _exit_after_training(self) -> None:
+        await asyncio.to_thread(self.training.wait)
+        self.exit()
+
+
+def make_app(root: Path | str | None = None, config: Path | str | None = None, **kwargs) -> KazariApp:
+    """Build the app for a folder (what ``kazari open`` and the tests use)."""
+    from tui.workspace import resolve_workspace
+
+    return KazariApp(resolve_workspace(root, config), **kwargs)

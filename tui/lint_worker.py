@@ -1,0 +1,25 @@
+"""Child-process entry for linting a big dataset: ``python -m tui.lint_worker ROOT EXT [REG_ROOT]``.
+
+Writes the pickled list of ``tagging.lint.Finding`` to stdout. Run by ``Session.run_lint`` so the
+image decoding happens outside the UI's interpreter (no GIL contention). No Textual here.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+
+def main(argv: list[str]) -> int:
+    from tagging.dataset import Dataset
+    from tagging.lint import lint
+
+    root, caption_ext = argv[0], argv[1]
+    reg_root = argv[2] if len(argv) > 2 and argv[2] else None
+    findings = list(lint(Dataset.open(root, caption_ext=caption_ext, reg_root=reg_root)))
+    sys.stdout.buffer.write(pickle.dumps(findings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,162 @@
+"""What every mode screen shares: the mode bar, the footer, background jobs and error display."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from tagging.errors import UserError
+from tui.widgets.modebar import ModeBar
+
+if TYPE_CHECKING:
+    from tui.app import KazariApp
+    from tui.session import Session
+
+
+class KazariScreen(Screen):
+    MODE = ""
+    MAIN = "DataTable"  # what Escape returns focus to from a text field (so 1..6 switch modes again)
+    AUTO_FOCUS = "DataTable"
+    BINDINGS = [Binding("escape", "leave_field", "Leave field", show=False, id="leave-field")]
+
+    @property
+    def kapp(self) -> KazariApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def session(self) -> Session:
+        return self.kapp.session
+
+    def compose(self) -> ComposeResult:
+        yield ModeBar(self.MODE)
+        yield from self.compose_body()
+        yield Footer(compact=True)
+
+    def compose_body(self) -> ComposeResult:
+        return iter(())
+
+    def action_leave_field(self) -> None:
+        targets = self.query(self.MAIN)
+        if targets:
+            targets.first().focus()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_view()
+        self.update_status()
+
+    def refresh_view(self) -> None:
+        """Redraw from the session (called when the mode becomes active and after actions)."""
+
+    def on_dataset_loaded(self) -> None:
+        self.refresh_view()
+        self.update_status()
+
+    def update_status(self) -> None:
+        ds = self.session.dataset
+        status = ""
+        if ds is not None:
+            dirty = len(ds.dirty_keys)
+            if dirty:
+                status = f"● {dirty} unsaved caption{'s' if dirty != 1 else ''} (s saves on Tags)"
+        if self.kapp.training.running:
+            status = (status + "  ▶ training").strip()
+        self.query_one(ModeBar).redraw(status)
+
+    def show_error(self, err: BaseException) -> None:
+        """User mistakes as a one-paragraph notification; bugs logged with traceback, shown briefly."""
+        if isinstance(err, UserError):
+            self.notify(str(err), severity="error", timeout=12)
+        else:
+            self.session.sink.write("".join(traceback.format_exception(err)), "error")
+            self.notify(
+                f"Internal error: {type(err).__name__}: {err}. Details in the log (ctrl+l).",
+                severity="error",
+                timeout=12,
+            )
+
+    def run_job(
+        self,
+        fn: Callable[[], Any],
+        done: Callable[[Any], None] | None = None,
+        *,
+        group: str,
+        description: str = "",
+    ) -> None:
+        """Run blocking ``fn`` in a thread worker; ``done(result)`` then runs on the UI thread."""
+
+        def body() -> None:
+            try:
+                result = fn()
+            except BaseException as err:  # noqa: BLE001 - reported to the user, never swallowed
+                self.app.call_from_thread(self.show_error, err)
+                return
+            if done is not None:
+                self.app.call_from_thread(done, result)
+
+        # Workers belong to the app, so switching modes never cancels a running job.
+        self.app.run_worker(
+            body, thread=True, group=group, exclusive=True, exit_on_error=False, description=description
+        )
+
+    # -- dataset history and saving, shared by the Dataset and Tags screens --------------------------
+    def do_undo(self) -> None:
+        ds = self.session.dataset
+        if ds is None:
+            return
+        try:
+            change = ds.undo()
+        except UserError as err:
+            self.show_error(err)
+            return
+        self.notify(f"undone: {change.label}" if change else "nothing to undo")
+        self.after_history_change()
+
+    def do_redo(self) -> None:
+        ds = self.session.dataset
+        if ds is None:
+            return
+        try:
+            change = ds.redo()
+        except UserError as err:
+            self.show_error(err)
+            return
+        self.notify(f"redone: {change.label}" if change else "nothing to redo")
+        self.after_history_change()
+
+    def after_history_change(self) -> None:
+        self.refresh_view()
+        self.update_status()
+
+    def do_save(self) -> None:
+        from tagging.errors import ConflictError
+
+        ds = self.session.dataset
+        if ds is None:
+            return
+        try:
+            report = ds.save()
+        except ConflictError as err:
+            from tui.widgets.dialogs import ConfirmScreen
+
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self._saved(ds.save(force=True))
+
+            self.app.push_screen(ConfirmScreen(f"{err}\n\nOverwrite those files with your edits?"), answered)
+            return
+        except UserError as err:
+            self.show_error(err)
+            return
+        self._saved(report)
+
+    def _saved(self, report: Any) -> None:
+        written = getattr(report, "written", None)
+        count = len(written) if written is not None else "all changed"
+        self.notify(f"saved {count} caption file(s)")
+        self.after_history_change()

@@ -1,0 +1,1 @@
+"""The Config screen and its widgets."""

@@ -1,0 +1,1 @@
+"""The Dataset screen and its widgets."""

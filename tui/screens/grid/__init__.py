@@ -1,0 +1,1 @@
+"""The Grid screen and its widgets."""

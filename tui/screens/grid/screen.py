@@ -1,0 +1,279 @@
+"""The Grid screen: run the epoch × weight grid of the last run, browse the cells, view one large,
+and mark the chosen epoch (copied as the final LoRA)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Input, Label, ProgressBar, Static
+
+from tagging.errors import UserError
+from tui.screens.base import KazariScreen
+from tui.screens.grid.job import GridJob, choose_epoch, parse_weights
+from tui.widgets.dialogs import ConfirmScreen
+from tui.widgets.preview import ImagePreview
+
+DEFAULT_WEIGHTS = "0,0.4,0.6,0.8,1"
+
+
+class LargeImageScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,v,q,enter", "close", "Close")]
+    DEFAULT_CSS = """
+    LargeImageScreen { align: center middle; }
+    LargeImageScreen > Vertical { width: 100%; height: 100%; background: $surface; }
+    LargeImageScreen Label { height: 1; }
+    """
+
+    def __init__(self, source: Any, title: str, mode: str) -> None:
+        super().__init__()
+        self.source, self.title_text, self.mode = source, title, mode
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"{self.title_text}  (Escape closes)")
+            yield ImagePreview(self.mode, id="large")
+
+    def on_mount(self) -> None:
+        self.query_one(ImagePreview).show(self.source)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class GridScreen(KazariScreen):
+    MODE = "grid"
+    DEFAULT_CSS = """
+    GridScreen #gr-form { height: 1; padding: 0 1; }
+    GridScreen #gr-form Label { width: auto; }
+    GridScreen #gr-weights { width: 24; height: 1; border: none; }
+    GridScreen #gr-status { height: auto; padding: 0 1; }
+    GridScreen ProgressBar { height: 1; padding: 0 1; }
+    GridScreen #gr-table { width: 1fr; }
+    GridScreen #gr-side { width: 1fr; }
+    GridScreen #gr-cell { height: 1; }
+    """
+    BINDINGS = [
+        Binding("g", "build", "Build grid", id="gr-build"),
+        Binding("c", "cancel", "Cancel", id="gr-cancel"),
+        Binding("v", "view", "View large", id="gr-view"),
+        Binding("e", "choose", "Choose epoch", id="gr-choose"),
+        Binding("w", "focus_weights", "Weights", id="gr-weights"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.job: GridJob | None = None
+        self.result: Any = None
+        self.running = False
+        self._timer: Any = None
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="gr-form"):
+            yield Label("weights ")
+            yield Input(DEFAULT_WEIGHTS, id="gr-weights", compact=True)
+        yield Static("", id="gr-status")
+        yield ProgressBar(total=None, show_eta=False, id="gr-progress")
+        with Horizontal():
+            yield DataTable(id="gr-table", cursor_type="cell")
+            with Vertical(id="gr-side"):
+                yield Static("", id="gr-cell", classes="pane-title")
+                yield ImagePreview(self.session.image_mode, id="gr-preview")
+
+    def on_mount(self) -> None:
+        self.query_one("#gr-progress", ProgressBar).display = False
+        self.query_one(ImagePreview).show(None, "no cell selected")
+        self._timer = self.set_interval(0.25, self.poll, pause=True)
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        if self.running or self.result is not None:
+            return
+        status = self.query_one("#gr-status", Static)
+        try:
+            job = self._new_job()
+            if not job.run_dir.is_dir():
+                status.update(f"No training run yet in {self.session.workspace.display(job.run_dir)}: "
+                              "train first (5), then g builds the epoch × weight grid here.")
+                return
+            job.prepare()
+        except UserError as err:
+            status.update(f"{err}")
+            return
+        chosen = self._chosen_label(job)
+        status.update(
+            f"run {self.session.workspace.display(job.run_dir)}: {len(job.rows)} LoRA(s) "
+            f"({', '.join(r[0] for r in job.rows)}) · g builds the grid{chosen}"
+        )
+        self._draw_table(job)
+
+    def _chosen_label(self, job: GridJob) -> str:
+        import json
+
+        record = job.run_dir / "final" / "chosen.json"
+        try:
+            return f" · chosen: {json.loads(record.read_text(encoding='utf-8'))['chosen']}"
+        except (OSError, ValueError, KeyError):
+            return ""
+
+    def _new_job(self) -> GridJob:
+        cfg = self.session.config_document().resolved_config()
+        weights = parse_weights(self.query_one("#gr-weights", Input).value)
+        from tui.session import LinkedEvent
+
+        return GridJob(cfg, weights, cancel=LinkedEvent(self.session.stop_event))
+
+    def _draw_table(self, job: GridJob) -> None:
+        table = self.query_one("#gr-table", DataTable)
+        table.clear(columns=True)
+        table.add_column("LoRA", key="label")
+        for w in job.weights:
+            table.add_column(f"w {w:g}", key=f"w{w:g}")
+        for r, (label, _path) in enumerate(job.rows):
+            cells = []
+            for c in range(len(job.weights)):
+                cells.append(Text("■", style="green") if (r, c) in job.cells else Text("·", style="dim"))
+            table.add_row(label, *cells)
+
+    # -- running -----------------------------------------------------------------------------------
+    def action_build(self) -> None:
+        if self.running:
+            self.notify("The grid is already rendering (c cancels).")
+            return
+        if self.kapp.training.running:
+            self.notify("Training is running; build the grid when it has finished.", severity="warning")
+            return
+        try:
+            job = self._new_job()
+            job.prepare()
+        except UserError as err:
+            self.show_error(err)
+            return
+        self.job, self.result, self.running = job, None, True
+        self._draw_table(job)
+        bar = self.query_one("#gr-progress", ProgressBar)
+        bar.display = True
+        bar.update(total=None, progress=0)
+        self.query_one("#gr-status", Static).update("loading the base model and rendering…")
+        self.run_job(job.run, self._built, group="grid", description="XY grid")
+        self._timer.resume()
+
+    def poll(self) -> None:
+        job = self.job
+        if job is None:
+            return
+        bar = self.query_one("#gr-progress", ProgressBar)
+        if job.total:
+            bar.update(total=job.total, progress=job.done)
+        table = self.query_one("#gr-table", DataTable)
+        for (r, c) in list(job.cells):
+            if r < table.row_count and c + 1 < len(table.columns):
+                table.update_cell_at((r, c + 1), Text("■", style="green"))
+        if self.running and not any(w.group == "grid" and w.is_running for w in self.app.workers):
+            self.running = False  # the job failed; run_job has shown the error
+            self._timer.pause()
+            bar.display = False
+        self._show_cell()
+
+    def _built(self, result: Any) -> None:
+        self.running = False
+        self._timer.pause()
+        self.result = result
+        self.session.last_grid = result
+        self.poll()
+        self.query_one("#gr-progress", ProgressBar).display = False
+        where = ", ".join(self.session.workspace.display(p) for p in result.grid_paths.values())
+        state = "cancelled (finished cells kept)" if result.cancelled else "done"
+        self.query_one("#gr-status", Static).update(
+            f"grid {state}: {where or 'no image'} · arrows browse · v view large · e or Enter chooses the epoch"
+        )
+        self.query_one("#gr-table", DataTable).focus()
+
+    def action_cancel(self) -> None:
+        if self.running and self.job is not None:
+            self.job.cancel.set()
+            self.notify("cancelling after the current image…")
+
+    # -- browsing ----------------------------------------------------------------------------------
+    @on(DataTable.CellHighlighted, "#gr-table")
+    def _highlighted(self, event: DataTable.CellHighlighted) -> None:
+        self._show_cell()
+
+    @on(DataTable.CellSelected, "#gr-table")
+    def _selected_cell(self, event: DataTable.CellSelected) -> None:
+        self.action_choose()
+
+    def _selected(self) -> tuple[int, int, Any] | None:
+        if self.job is None:
+            return None
+        table = self.query_one("#gr-table", DataTable)
+        r, c = table.cursor_coordinate.row, table.cursor_coordinate.column - 1
+        return r, c, self.job.cells.get((r, c)) if c >= 0 else None
+
+    def _show_cell(self) -> None:
+        sel = self._selected()
+        title = self.query_one("#gr-cell", Static)
+        preview = self.query_one(ImagePreview)
+        if sel is None or sel[2] is None:
+            title.update("")
+            preview.show(None, "no cell selected")
+            return
+        r, c, cell = sel
+        title.update(f"{cell.label} × weight {cell.weight:g}")
+        if preview.source is not cell.image:
+            preview.show(cell.image)
+
+    def action_view(self) -> None:
+        sel = self._selected()
+        if sel is None or sel[2] is None:
+            return
+        cell = sel[2]
+        self.app.push_screen(LargeImageScreen(cell.image, f"{cell.label} × weight {cell.weight:g}",
+                                              self.session.image_mode))
+
+    def action_focus_weights(self) -> None:
+        self.query_one("#gr-weights", Input).focus()
+
+    @on(Input.Submitted, "#gr-weights")
+    def _weights_submitted(self, event: Input.Submitted) -> None:
+        self.result = None
+        self.job = None
+        self.refresh_view()
+        self.query_one("#gr-table", DataTable).focus()
+
+    def action_choose(self) -> None:
+        job = self.job
+        if job is None:
+            try:
+                job = self._new_job()
+                job.prepare()
+            except UserError as err:
+                self.show_error(err)
+                return
+        row = self.query_one("#gr-table", DataTable).cursor_coordinate.row
+        if not 0 <= row < len(job.rows):
+            return
+        label, path = job.rows[row]
+        name = job.cfg.output.output_name
+
+        def copy(overwrite: bool) -> None:
+            try:
+                target = choose_epoch(path, label, job.run_dir, name, overwrite=overwrite)
+            except FileExistsError as exists:
+                self.app.push_screen(
+                    ConfirmScreen(f"{exists} already holds another chosen LoRA. Replace it with {label}?"),
+                    lambda yes: copy(True) if yes else None,
+                )
+                return
+            except OSError as err:
+                self.show_error(UserError(f"Cannot copy {path} as the final LoRA: {err}."))
+                return
+            self.notify(f"{label} chosen: copied to {self.session.workspace.display(target)}")
+            self.query_one("#gr-status", Static).update(f"chosen: {label} → {self.session.workspace.display(target)}")
+
+        copy(False)

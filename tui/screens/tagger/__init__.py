@@ -1,0 +1,1 @@
+"""The Tagger screen and its widgets."""

@@ -1,0 +1,1 @@
+"""The Tags screen and its widgets."""

@@ -1,0 +1,1 @@
+"""The Train screen and its widgets."""

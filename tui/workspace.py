@@ -1,0 +1,90 @@
+"""Where things live for one workbench session: workspace root, config, dataset, models, logs.
+
+A *workspace* is a folder with a ``kazari.toml`` (what ``kazari demo`` creates); a bare dataset root
+(kohya layout, ``10_name/`` folders) works too. Nothing here imports Textual, so the CLI and the
+tests can resolve a workspace without starting the UI.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_NAME = "kazari.toml"
+_REPEAT_FOLDER = re.compile(r"^\d+_.+")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    config_path: Path | None
+    dataset_root: Path | None
+    tagger_dir: Path | None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".kazari"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "logs" / "kazari.log"
+
+    def display(self, path: Path | None) -> str:
+        """A path as the UI shows it: relative to the workspace when inside it (stable in screenshots)."""
+        if path is None:
+            return "—"
+        try:
+            rel = path.resolve().relative_to(self.root.resolve())
+        except ValueError:
+            return str(path)
+        return rel.as_posix() or "."
+
+
+def looks_like_dataset(folder: Path) -> bool:
+    """True when ``folder`` holds at least one kohya ``N_name`` sub-folder."""
+    try:
+        return any(p.is_dir() and _REPEAT_FOLDER.match(p.name) for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def resolve_workspace(root: Path | str | None = None, config: Path | str | None = None) -> Workspace:
+    """Work out the workspace from what the user typed (``kazari open [ROOT] [--config FILE]``)."""
+    root_path = Path(root or ".").expanduser().resolve()
+    config_path = Path(config).expanduser().resolve() if config else None
+    if config_path is None and (root_path / CONFIG_NAME).is_file():
+        config_path = root_path / CONFIG_NAME
+    dataset_root = _dataset_from_config(config_path)
+    if dataset_root is None:
+        if looks_like_dataset(root_path):
+            dataset_root = root_path
+        elif looks_like_dataset(root_path / "dataset"):
+            dataset_root = root_path / "dataset"
+    tagger_dir = root_path / "models" / "tagger"
+    return Workspace(
+        root=root_path,
+        config_path=config_path,
+        dataset_root=dataset_root,
+        tagger_dir=tagger_dir if tagger_dir.is_dir() else None,
+    )
+
+
+def _dataset_from_config(config_path: Path | None) -> Path | None:
+    # Read only the one key with tomllib: a config with errors must still open (the Config screen
+    # is where the user fixes it), so full validation is not wanted here.
+    if config_path is None or not config_path.is_file():
+        return None
+    import tomllib
+
+    try:
+        data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    value = data.get("dataset", {}).get("train_data_dir")
+    if not isinstance(value, str) or not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = config_path.parent / path
+    return path.resolve() if path.is_dir() else None
