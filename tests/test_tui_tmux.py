@@ -48,6 +48,11 @@ def test_workbench_runs_inside_tmux(tmp_path: Path) -> None:
         screen = tmux.wait_for("1_kazari/0000.png")
         assert "1 Dataset" in screen and "6 Grid" in screen
         assert "▀" in screen  # the halfcell preview
+        # The app fills the real 100x30 pane (not an 80x24 fallback): the footer is on the last row
+        # and reaches past column 80.
+        rows = screen.rstrip("\n").split("\n")
+        assert len(rows) == 30 and "Filter" in rows[-1], screen
+        assert max(len(r.rstrip()) for r in rows) > 80, screen
         tmux("send-keys", "-t", "k", "2")
         screen = tmux.wait_for("suggested")
         assert "hair_flower" in screen

@@ -192,7 +192,16 @@ def make_tiny_sd(folder: Path | str, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(str(folder), safe_serialization=True)
+    # A few-MB model needs no "Writing model shards" bar painted over the caller's output.
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        pipe.save_pretrained(str(folder), safe_serialization=True)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     # Keep our vocab.json/merges.txt next to whatever the tokenizer serialised (tokenizer.json).
     write_tiny_tokenizer(folder / "tokenizer")
     return folder

@@ -122,7 +122,8 @@ def redirect_native_output(log_path: Path) -> Iterator[None]:
     """Send fds 1 and 2 to ``log_path``; Textual keeps drawing on a private copy of the terminal.
 
     Only for a real terminal session (``kazari open``): tests run headless and need no redirection.
-    Textual's Linux driver writes to ``sys.__stderr__``, so that name is re-pointed at the copy.
+    Textual's Linux driver writes to ``sys.__stderr__`` and sizes itself from ``sys.__stdout__``, so both
+    names are re-pointed at the copy.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     for stream in (sys.stdout, sys.stderr):
@@ -133,10 +134,18 @@ def redirect_native_output(log_path: Path) -> Iterator[None]:
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     saved_dunder_err, saved_dunder_out = sys.__stderr__, sys.__stdout__
     saved_err_obj, saved_out_obj = sys.stderr, sys.stdout
+    stale_size: dict[str, str | None] = {}
     try:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         sys.__stderr__ = terminal  # type: ignore[misc]
+        # shutil.get_terminal_size() (Textual's size probe, also on SIGWINCH) asks sys.__stdout__'s fd;
+        # left on the log file it falls back to 80x24 and the app draws at the wrong size.
+        sys.__stdout__ = terminal  # type: ignore[misc]
+        # An exported COLUMNS/LINES is a stale snapshot that shutil prefers to the tty: it would pin
+        # the app to that size and ignore resizes. The real terminal is the authority here.
+        for name in ("COLUMNS", "LINES"):
+            stale_size[name] = os.environ.pop(name, None)
         sys.stderr = terminal
         yield
     finally:
@@ -147,6 +156,7 @@ def redirect_native_output(log_path: Path) -> Iterator[None]:
         os.dup2(saved_err, 2)
         sys.__stderr__, sys.__stdout__ = saved_dunder_err, saved_dunder_out  # type: ignore[misc]
         sys.stderr, sys.stdout = saved_err_obj, saved_out_obj
+        os.environ.update({k: v for k, v in stale_size.items() if v is not None})
         for fd in (saved_out, saved_err, log_fd):
             os.close(fd)
         terminal.close()
