@@ -14,7 +14,6 @@ from test_train_support import make_config, tiny_dataset, write_images
 from trainer.data import (
     CaptionOptions,
     DataPipeline,
-    _reg_repeats,
     fill_latent_cache,
     load_pixels,
     process_caption,
@@ -117,9 +116,11 @@ def test_regularisation_images_balance_the_training_count(tmp_path: Path) -> Non
     # ss_reg_dataset_dirs carries the folder's repeats (1_girl -> 1), as sd-scripts writes it.
     assert pipe.dataset_dirs(reg=True) == {"1_girl": {"n_repeats": 1, "img_count": 2}}
     # sd-scripts' round-robin: first the folder repeats, then +1 each until the count is reached.
-    assert _reg_repeats([("a", 1), ("b", 1), ("c", 1)], 7) == [3, 2, 2]
-    assert _reg_repeats([("a", 5)], 3) == [5]
-    assert _reg_repeats([], 3) == []
+    from trainer.config.derived import balanced_reg_repeats
+
+    assert balanced_reg_repeats([1, 1, 1], 7) == [3, 2, 2]
+    assert balanced_reg_repeats([5], 3) == [5]
+    assert balanced_reg_repeats([], 3) == []
 
 
 def _tiny_vae():

@@ -29,6 +29,7 @@ from PIL import Image, ImageOps
 from tagging.captions import read_caption_file
 from tagging.errors import DatasetError, UserError
 from trainer.buckets import BucketSet
+from trainer.config.derived import balanced_reg_repeats
 from trainer.latent_cache import LatentCache, file_digest, latent_key
 
 
@@ -146,26 +147,6 @@ def load_pixels(path: Path, bucket: tuple[int, int], flip: bool = False,
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
-def _reg_repeats(reg: list[tuple[int, int]], num_train: int) -> list[int]:
-    """sd-scripts: repeat reg images (first with their folder repeats, then +1 each, round-robin)
-    until their count reaches the training images' count (with repeats)."""
-    repeats = [0] * len(reg)
-    n = 0
-    first = True
-    while reg and n < num_train:
-        for i, (_, folder_repeats) in enumerate(reg):
-            if first:
-                repeats[i] = folder_repeats
-                n += folder_repeats
-            else:
-                repeats[i] += 1
-                n += 1
-            if n >= num_train:
-                break
-        first = False
-    return repeats
-
-
 class DataPipeline:
     """Images, buckets and per-epoch batches of a dataset; captions and pixels on demand."""
 
@@ -204,7 +185,8 @@ class DataPipeline:
                                max_reso=d.max_bucket_reso, step=d.bucket_reso_steps,
                                no_upscale=d.bucket_no_upscale)
         num_train = sum(f.repeats for _, f in train)
-        reg_rep = _reg_repeats([(it, f.repeats) for it, f in reg], num_train)
+        # Same balancing as the derived step counts show (sd-scripts' round-robin).
+        reg_rep = balanced_reg_repeats([f.repeats for _, f in reg], num_train)
         images: list[TrainImage] = []
         for i, (it, f) in enumerate(train + reg):
             is_reg = i >= len(train)
