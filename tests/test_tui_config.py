@@ -72,3 +72,48 @@ def test_save_refuses_to_clobber_a_file_changed_on_disk(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert config.read_text().endswith("# edited in vim meanwhile\n")
+
+
+def test_advanced_preset_and_reload_rebuild_the_form(tmp_path: Path) -> None:
+    """Rebuilding the form (advanced fields, a preset, reload) once crashed on duplicate row ids."""
+    from tui.widgets.dialogs import ConfirmScreen, PromptScreen
+
+    ws = make_workspace(tmp_path / "ws", images=2, tagger=False)
+    config = ws / "kazari.toml"
+    on_disk = config.read_text()
+    app = make_app(ws, log_to_file=False, start_mode="config")
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            screen = app.screen
+            basic = len(screen.query("FieldRow"))
+            await pilot.press("ctrl+o")
+            await pilot.pause()
+            assert len(screen.query("FieldRow")) > basic
+            await pilot.press("ctrl+o")
+            await pilot.pause()
+            assert len(screen.query("FieldRow")) == basic
+            await pilot.press("ctrl+b")
+            await pilot.pause()
+            assert isinstance(app.screen, PromptScreen)
+            await pilot.press("ctrl+u", *"anime-character", "enter")
+            await pilot.pause()
+            assert app.session.config.dirty
+            assert "config unsaved" in screen_text(app)  # the mode bar says so on every screen
+            await pilot.press("ctrl+r")  # reload drops the edits, so it asks first
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n")
+            await pilot.pause()
+            assert app.session.config.dirty
+            await pilot.press("ctrl+r", "y")
+            await pilot.pause()
+            assert not app.session.config.dirty
+            assert len(screen.query("FieldRow")) == basic
+            assert "config unsaved" not in screen_text(app)
+
+    asyncio.run(main())
+    assert app.return_value is None
+    assert config.read_text() == on_disk

@@ -159,3 +159,104 @@ def test_bulk_remove_selected_tags_and_set_trigger_first(workspace: Path) -> Non
         assert len(history) == 2 and "remove" in history[1]  # newest first; both steps visible
 
     _run(app, scenario)
+
+
+def test_findings_list_jumps_to_the_chosen_image(workspace: Path) -> None:
+    from tui.screens.dataset.findings import FindingsScreen
+
+    app = make_app(workspace, log_to_file=False)
+
+    async def scenario(app, pilot) -> None:
+        screen = app.screen
+        first = screen.current_key
+        findings = app.session.findings
+        index = next(i for i, f in enumerate(findings) if f.key and f.key != first)
+        await pilot.press("f")
+        await pilot.pause()
+        assert isinstance(app.screen, FindingsScreen)
+        listed = screen_text(app)
+        assert "dataset/1_kazari/0002.txt: duplicate tag(s)" in listed  # workspace-relative path, once
+        assert "/ws/dataset/" not in listed
+        await pilot.press(*["down"] * index, "enter")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.screen is screen
+        target = findings[index].key
+        assert screen.current_key == target
+        assert screen.visible_keys[screen.query_one("#ds-images").cursor_row] == target
+        assert f"{target}  " in screen_text(app)  # the tag pane's title names the image
+
+    _run(app, scenario)
+
+
+@pytest.mark.parametrize("answer", ["escape", "d", "s"])
+def test_quit_with_unsaved_captions_asks_first(workspace: Path, answer: str) -> None:
+    from tui.widgets.dialogs import ChoiceScreen
+
+    before = _captions(workspace)
+    app = make_app(workspace, log_to_file=False)
+
+    async def scenario(app, pilot) -> None:
+        await pilot.press("tab", "d")  # delete the first tag of the first image
+        await pilot.pause()
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert isinstance(app.screen, ChoiceScreen)
+        assert "1 caption" in screen_text(app)
+        await pilot.press(answer)
+        await pilot.pause()
+        if answer == "escape":  # stays, edit kept in memory
+            assert app.is_running and not isinstance(app.screen, ChoiceScreen)
+            assert len(app.session.dataset.dirty_keys) == 1
+
+    _run(app, scenario)
+    after = _captions(workspace)
+    if answer == "s":
+        assert after["0000.txt"] == before["0000.txt"][1:]
+        assert {k: v for k, v in after.items() if k != "0000.txt"} == {
+            k: v for k, v in before.items() if k != "0000.txt"
+        }
+    else:
+        assert after == before
+
+
+def test_big_save_runs_in_a_worker_behind_a_modal(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import tui.screens.base as base
+    from tagging.dataset import Dataset
+    from tui.widgets.dialogs import BusyScreen
+
+    monkeypatch.setattr(base, "SAVE_IN_BACKGROUND_FROM", 2)
+    gate = threading.Event()
+    on_ui_thread: list[bool] = []
+    real_save = Dataset.save
+
+    def slow_save(self, *args, **kwargs):
+        on_ui_thread.append(threading.current_thread() is threading.main_thread())
+        gate.wait(20)
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Dataset, "save", slow_save)
+    app = make_app(workspace, log_to_file=False, start_mode="tags")
+
+    async def scenario(app, pilot) -> None:
+        await pilot.press("P", "y")  # prune: every caption changes
+        await pilot.pause()
+        dirty = len(app.session.dataset.dirty_keys)
+        assert dirty == 6
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, BusyScreen)  # the UI is responsive while the files are written
+        await pilot.press("u", "1")  # keys cannot edit or switch modes under the modal
+        await pilot.pause()
+        assert app.current_mode == "tags" and isinstance(app.screen, BusyScreen)
+        gate.set()
+        await _settle(app, pilot)
+        assert not isinstance(app.screen, BusyScreen)
+        assert not app.session.dataset.dirty_keys
+        assert "unsaved" not in screen_text(app)
+
+    _run(app, scenario)
+    assert on_ui_thread == [False]
+    assert all(not (set(tags) & FEATURES) for tags in _captions(workspace).values())

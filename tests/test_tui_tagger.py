@@ -55,3 +55,39 @@ def test_tag_rethreshold_from_memory_and_apply(tmp_path: Path) -> None:
             assert ds.history[-1].label.startswith("auto-tag")
 
     asyncio.run(main())
+
+
+def test_apply_after_edits_elsewhere_keeps_them(tmp_path: Path) -> None:
+    """Scores are re-merged with the captions as they are when applying: an edit made on the
+    Dataset screen after scoring survives, and a trashed image does not break the Tagger screen."""
+    ws = make_workspace(tmp_path / "ws", images=4, tagger=True)
+    app = make_app(ws, log_to_file=False, start_mode="tagger")
+
+    async def main() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            await pilot.press("ctrl+r")
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause(0.3)
+            ds = app.session.dataset
+            first, second = ds.images[0].key, ds.images[1].key
+            assert first in app.screen.state.final
+            await pilot.press("1")
+            await pilot.pause()
+            await pilot.press("a", *"my_note", "enter")
+            await pilot.pause()
+            await pilot.press("n", "x", "y")  # trash the second image
+            await pilot.pause()
+            assert second not in {img.key for img in ds.images}
+            await pilot.press("3")
+            await pilot.pause()
+            assert second not in app.screen.state.results
+            await pilot.press("ctrl+y")
+            await pilot.pause()
+            assert "my_note" in ds.image(first).tags
+            assert ds.history[-1].label.startswith("auto-tag")
+
+    asyncio.run(main())

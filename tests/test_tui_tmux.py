@@ -47,7 +47,7 @@ def test_workbench_runs_inside_tmux(tmp_path: Path) -> None:
     try:
         screen = tmux.wait_for("1_kazari/0000.png")
         assert "1 Dataset" in screen and "6 Grid" in screen
-        assert "▀" in screen  # the halfcell preview
+        screen = tmux.wait_for("▀")  # the halfcell preview (decoded in a worker, so a moment later)
         # The app fills the real 100x30 pane (not an 80x24 fallback): the footer is on the last row
         # and reaches past column 80.
         rows = screen.rstrip("\n").split("\n")

@@ -85,6 +85,7 @@ def test_build_grid_browse_and_choose_epoch(ws: Path) -> None:
             await pilot.pause()
             screen = app.screen
             assert "g builds the grid" in screen_text(app)
+            assert " epoch 1 " in screen_text(app)  # row labels are not cut to the header's width
             await pilot.press("w", "ctrl+u", *"0,1", "enter")
             await pilot.pause()
             await pilot.press("g")
@@ -111,3 +112,15 @@ def test_build_grid_browse_and_choose_epoch(ws: Path) -> None:
             assert f"chosen: {label}" in screen_text(app)
 
     asyncio.run(main())
+
+
+def test_status_line_of_a_stopped_run_counts_complete_epochs() -> None:
+    from trainer.events import Finished
+    from tui.screens.train.state import RunView
+
+    view = RunView()
+    view.finished = Finished(step=78, epoch=1, final_path=Path("out/kazari-step00000078.safetensors"),
+                             elapsed_s=26.2, stopped_early=True)
+    line = view.status_line()
+    assert line.startswith("■ stopped at step 78 (1 epoch(s) complete) in 26s")
+    assert "saved kazari-step00000078.safetensors" in line

@@ -14,6 +14,7 @@ from textual import events
 from textual.app import App
 from textual.binding import Binding
 
+from tagging.errors import UserError
 from tui.help import BindingsProvider, HelpScreen, describe_bindings
 from tui.logcapture import LogSink, capture_python_logging
 from tui.screens.config.screen import ConfigScreen
@@ -24,16 +25,17 @@ from tui.screens.tags.screen import TagsScreen
 from tui.screens.train.screen import TrainScreen
 from tui.session import Session
 from tui.training import TrainingController
-from tui.widgets.dialogs import ConfirmScreen
+from tui.widgets.dialogs import BusyScreen, ChoiceScreen, ConfirmScreen
 from tui.widgets.logview import LogScreen
 from tui.widgets.modebar import MODES as MODE_KEYS
 from tui.workspace import Workspace
 
 HELP_NOTES = (
     "Modes: 1 Dataset · 2 Tags · 3 Tagger · 4 Config · 5 Train · 6 Grid (while typing in a field, "
-    "press Escape first). ctrl+p opens the command palette with every action of the current screen; "
+    "press Escape first). Tab / shift+tab move between panes and fields (the Dataset screen's tag "
+    "list, the Tagger's thresholds, the Config form). ctrl+p opens the command palette with every action of the current screen; "
     "ctrl+l shows the log (library output never paints over the screen); ctrl+q quits (asks first "
-    "while training, and saves the run)."
+    "about unsaved captions or config edits, and while training, whose run it stops and saves)."
 )
 
 IMAGE_MODES = ("halfcell", "auto", "sixel", "tgp", "unicode")
@@ -178,7 +180,57 @@ class KazariApp(App[None]):
         where = ws.display(ws.log_path) if self.session.sink.path else "not written to a file"
         self.push_screen(LogScreen(self.session.sink, where))
 
+    def unsaved_changes(self) -> list[str]:
+        """What quitting now would lose: unsaved captions and config edits, in words."""
+        parts = []
+        ds = self.session.dataset
+        dirty = len(ds.dirty_keys) if ds is not None else 0
+        if dirty:
+            parts.append(f"{dirty} caption{'s' if dirty != 1 else ''}")
+        doc = self.session.config
+        if doc is not None and doc.dirty:
+            parts.append(f"config {doc.path.name}")
+        return parts
+
     async def action_quit(self) -> None:
+        if isinstance(self.screen, (BusyScreen, ChoiceScreen, ConfirmScreen)):
+            return  # a question (maybe this one) is open, or a save is running: let it finish
+        unsaved = self.unsaved_changes()
+        if unsaved:
+            self.push_screen(
+                ChoiceScreen(
+                    f"Unsaved edits: {' and '.join(unsaved)}. Save them before quitting?",
+                    [("s", "save and quit", "save"), ("d", "discard and quit", "discard")],
+                ),
+                self._unsaved_answered,
+            )
+            return
+        self._quit_unless_training()
+
+    def _unsaved_answered(self, answer: str | None) -> None:
+        if answer == "save" and not self.save_all():
+            return  # the error is on screen; stay so nothing is lost
+        if answer in ("save", "discard"):
+            self._quit_unless_training()
+
+    def save_all(self) -> bool:
+        """Save captions and the config (no overwriting of files changed on disk). True on success."""
+        session = self.session
+        try:
+            if session.dataset is not None:
+                session.dataset.save()
+            if session.config is not None and session.config.dirty:
+                session.config.save()
+        except UserError as err:
+            show = getattr(self.screen, "show_error", None)
+            if show is not None:
+                show(err)
+            else:
+                self.notify(str(err), severity="error", timeout=12)
+            return False
+        return True
+
+    def _quit_unless_training(self) -> None:
         if not self.training.running:
             self.exit()
             return

@@ -61,3 +61,55 @@ class PromptScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class ChoiceScreen(ModalScreen[str | None]):
+    """Ask a question with a few one-key answers; Escape answers None (do nothing)."""
+
+    DEFAULT_CSS = """
+    ChoiceScreen { align: center middle; }
+    ChoiceScreen > Vertical { width: 70; max-width: 100%; height: auto; border: thick $warning; background: $surface; padding: 1 2; }
+    ChoiceScreen Static { width: 100%; }
+    """
+    BINDINGS = [Binding("escape", "choose('')", "Cancel")]
+
+    def __init__(self, question: str, choices: list[tuple[str, str, str]]) -> None:
+        """``choices``: (key, label, value) triples; pressing ``key`` dismisses with ``value``."""
+        super().__init__()
+        self.question = question
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question, markup=False)
+            yield Label("   ".join(f"[b]{key}[/b] {label}" for key, label, _ in self.choices) + "   [b]esc[/b] cancel")
+
+    def on_key(self, event) -> None:
+        for key, _label, value in self.choices:
+            if event.key == key:
+                event.stop()
+                self.dismiss(value)
+                return
+
+    def action_choose(self, value: str) -> None:
+        self.dismiss(value or None)
+
+
+class BusyScreen(ModalScreen[None]):
+    """A message shown while a background job must not race with edits (e.g. saving captions).
+
+    Being modal, it keeps keys away from the screens below (mode switching included); the job's
+    completion callback dismisses it."""
+
+    DEFAULT_CSS = """
+    BusyScreen { align: center middle; }
+    BusyScreen > Vertical { width: 50; max-width: 100%; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.message, markup=False)

@@ -9,6 +9,7 @@ textual-image probe the terminal. The probe must run before Textual starts, whic
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from textual.containers import Container
 from textual.widgets import Static
 
 RENDERERS = ("halfcell", "auto", "sixel", "tgp", "unicode")
+MAX_SIDE = 1024  # pixels kept for display: ample for halfcell, and for sixel/kitty on one screen
 
 
 def default_image_mode() -> str:
@@ -58,21 +60,59 @@ class ImagePreview(Container):
         yield Static("no image", id="preview-empty")
 
     def show(self, source: Path | Any | None, note: str = "no image") -> None:
-        """Display ``source`` (a path or a PIL image); None shows ``note`` instead."""
+        """Display ``source`` (a path or a PIL image); None shows ``note`` instead.
+
+        A path is decoded and shrunk in a thread worker: a large PNG takes 0.1 s or more to decode,
+        which on the UI thread would stall every next/previous key press."""
         self.source = source
-        empty = self.query_one("#preview-empty", Static)
         if source is None or (isinstance(source, Path) and not source.is_file()):
-            self._image.display = False
-            self._image.image = None
-            empty.update(note)
-            empty.display = True
+            self._show_note(note)
             return
+        if isinstance(source, Path):
+            self.run_worker(partial(self._load, source), thread=True, group="preview", exclusive=True,
+                            exit_on_error=False)
+            return
+        self._show_image(source)
+
+    def _load(self, path: Path) -> None:
+        from PIL import Image
+
         try:
-            self._image.image = str(source) if isinstance(source, Path) else source
-        except OSError as err:  # unreadable/corrupt file: say so instead of crashing the screen
-            self._image.display = False
-            empty.update(f"cannot show image: {err}")
-            empty.display = True
+            with Image.open(path) as im:
+                im.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced scale, much faster
+                im.thumbnail((MAX_SIDE, MAX_SIDE))
+                im.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            self._from_thread(self._loaded, path, None, err)
             return
-        empty.display = False
+        self._from_thread(self._loaded, path, im, None)
+
+    def _from_thread(self, fn: Any, *args: Any) -> None:
+        try:
+            self.app.call_from_thread(fn, *args)
+        except RuntimeError:  # the app is shutting down: nothing to show any more
+            pass
+
+    def _loaded(self, path: Path, image: Any, err: BaseException | None) -> None:
+        if self.source != path:
+            return  # a newer image was asked for meanwhile
+        if err is not None:
+            self._show_note(f"cannot show image: {err}")
+            return
+        self._show_image(image)
+
+    def _show_note(self, note: str) -> None:
+        empty = self.query_one("#preview-empty", Static)
+        self._image.display = False
+        self._image.image = None
+        empty.update(note)
+        empty.display = True
+
+    def _show_image(self, image: Any) -> None:
+        try:
+            self._image.image = image
+        except OSError as err:  # unreadable/corrupt image: say so instead of crashing the screen
+            self._show_note(f"cannot show image: {err}")
+            return
+        self.query_one("#preview-empty", Static).display = False
         self._image.display = True

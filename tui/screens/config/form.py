@@ -41,9 +41,9 @@ class FieldRow(Vertical):
     DEFAULT_CSS = """
     FieldRow { height: auto; }
     FieldRow > Horizontal { height: 1; }
-    FieldRow Label { width: 30; color: $text-muted; text-wrap: nowrap; text-overflow: ellipsis; }
+    FieldRow Label { width: 28; padding-right: 1; color: $text-muted; text-wrap: nowrap; text-overflow: ellipsis; }
     FieldRow Input { width: 1fr; height: 1; border: none; }
-    FieldRow .field-error { color: $error; height: auto; padding-left: 30; display: none; }
+    FieldRow .field-error { color: $error; height: auto; padding-left: 28; display: none; }
     FieldRow.-invalid .field-error { display: block; }
     FieldRow.-invalid Label { color: $error; text-style: bold; }
     """

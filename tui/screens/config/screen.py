@@ -60,21 +60,22 @@ class ConfigScreen(KazariScreen):
                 yield Static("", id="cf-file")
                 yield Static("", id="cf-derived")
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
         try:
             self.doc  # noqa: B018 - load (or create in memory) now so errors show at once
         except UserError as err:
             self.query_one("#cf-file", Static).update(str(err))
             return
-        self.build_form()
+        await self.build_form()
         self.schedule_derive()
 
     # -- form --------------------------------------------------------------------------------------
-    def build_form(self) -> None:
+    async def build_form(self) -> None:
         from trainer.config import field_specs
 
         form = self.query_one("#cf-form", VerticalScroll)
-        form.remove_children()
+        # Rows have fixed ids: the old ones must be gone before the new ones mount.
+        await form.remove_children()
         widgets = []
         section = None
         for spec in field_specs():
@@ -84,7 +85,7 @@ class ConfigScreen(KazariScreen):
                 section = spec.section
                 widgets.append(Static(f"[{section}]", classes="section", markup=False))
             widgets.append(FieldRow(spec, value_text(spec, self.doc.get(spec.key))))
-        form.mount_all(widgets)
+        await form.mount_all(widgets)
         self._draw_file()
 
     def refresh_view(self) -> None:
@@ -97,7 +98,10 @@ class ConfigScreen(KazariScreen):
         ws = self.session.workspace
         state = "● unsaved" if doc.dirty else "saved"
         bad = f" · {len(self.invalid)} invalid field(s)" if self.invalid else ""
-        self.query_one("#cf-file", Static).update(f"[b]{ws.display(doc.path)}[/b] {state}{bad}")
+        from rich.text import Text
+
+        # Text, not markup: a path may contain "[".
+        self.query_one("#cf-file", Static).update(Text.assemble((ws.display(doc.path), "bold"), f" {state}{bad}"))
 
     @on(Input.Changed)
     def _field_changed(self, event: Input.Changed) -> None:
@@ -177,6 +181,7 @@ class ConfigScreen(KazariScreen):
                     self.doc.save(force=True)
                     self.notify(f"saved {self.doc.path.name} (overwrote the change on disk)")
                     self._draw_file()
+                    self.update_status()
 
             self.app.push_screen(ConfirmScreen(f"{err}\n\nOverwrite it with this form?"), answered)
             return
@@ -193,24 +198,39 @@ class ConfigScreen(KazariScreen):
         self.toggle_class("-raw")
         (raw if self.has_class("-raw") else self.query_one("#cf-form")).focus()
 
-    def action_toggle_advanced(self) -> None:
+    async def action_toggle_advanced(self) -> None:
         self.show_advanced = not self.show_advanced
-        self.build_form()
+        await self.build_form()
 
-    def action_reload(self) -> None:
+    async def action_reload(self) -> None:
+        if self.doc.dirty:
+
+            async def answered(yes: bool | None) -> None:
+                if yes:
+                    await self._reload()
+
+            self.app.push_screen(
+                ConfirmScreen(f"Reload {self.doc.path.name} from disk and drop the unsaved edits of this form?"),
+                answered,
+            )
+            return
+        await self._reload()
+
+    async def _reload(self) -> None:
         try:
             self.doc.reload()
         except UserError as err:
             self.show_error(err)
             return
         self.invalid.clear()
-        self.build_form()
+        await self.build_form()
         self.schedule_derive()
+        self.update_status()
 
     def action_preset(self) -> None:
         from trainer.config import PRESETS
 
-        def answered(name: str | None) -> None:
+        async def answered(name: str | None) -> None:
             if not name:
                 return
             try:
@@ -220,8 +240,9 @@ class ConfigScreen(KazariScreen):
                 return
             self.notify(f"preset {name}: {changed} value(s) changed (paths and prompts kept)")
             self.invalid.clear()
-            self.build_form()
+            await self.build_form()
             self.schedule_derive()
+            self.update_status()
 
         self.app.push_screen(PromptScreen(f"Preset ({', '.join(PRESETS)}):", PRESETS[0]), answered)
 

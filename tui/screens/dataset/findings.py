@@ -32,8 +32,12 @@ class FindingsScreen(ModalScreen[Any]):
             yield Label(f"{len(self.findings)} lint finding(s) — Enter jumps to the image, Escape closes")
             options = []
             for i, f in enumerate(self.findings):
-                where = self.workspace.display(getattr(f, "path", None))
-                options.append(Option(Text(f"{f.severity} {f.code} {where}: {f.message}"), id=f"f{i}"))
+                path = getattr(f, "path", None)
+                where = self.workspace.display(path)
+                # Messages name the file by absolute path; show it once, workspace-relative (shorter).
+                message = f.message.replace(str(path), where) if path is not None else f.message
+                text = message if message.startswith(where) else f"{where}: {message}"
+                options.append(Option(Text(f"{f.severity} {f.code} {text}"), id=f"f{i}"))
             yield OptionList(*options, id="findings")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:

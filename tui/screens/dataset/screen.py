@@ -19,6 +19,7 @@ from tui.screens.base import KazariScreen
 from tui.screens.dataset.findings import FindingsScreen
 from tui.widgets.dialogs import ConfirmScreen, PromptScreen
 from tui.widgets.preview import ImagePreview
+from tui.widgets.tables import reset_columns
 
 
 class DatasetScreen(KazariScreen):
@@ -37,14 +38,14 @@ class DatasetScreen(KazariScreen):
         Binding("p", "step(-1)", "Prev", id="ds-prev"),
         Binding("a", "add_tag", "Add tag", id="ds-add"),
         Binding("d,delete", "delete_tag", "Del tag", id="ds-delete"),
-        Binding("K,shift+up", "move_tag(-1)", "Tag up", id="ds-up"),
-        Binding("J,shift+down", "move_tag(1)", "Tag down", id="ds-down"),
-        Binding("w", "mark_wrong", "Wrong", id="ds-wrong"),
-        Binding("x", "trash_image", "Trash", id="ds-trash"),
-        Binding("f", "findings", "Findings", id="ds-findings"),
+        Binding("s", "save", "Save", id="ds-save"),
         Binding("u", "undo", "Undo", id="ds-undo"),
         Binding("r", "redo", "Redo", id="ds-redo"),
-        Binding("s", "save", "Save", id="ds-save"),
+        Binding("x", "trash_image", "Trash", id="ds-trash"),
+        Binding("f", "findings", "Findings", id="ds-findings"),
+        Binding("w", "mark_wrong", "Wrong", id="ds-wrong"),
+        Binding("K,shift+up", "move_tag(-1)", "Tag up", id="ds-up"),
+        Binding("J,shift+down", "move_tag(1)", "Tag down", id="ds-down"),
     ]
 
     def __init__(self) -> None:
@@ -70,8 +71,7 @@ class DatasetScreen(KazariScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#ds-images", DataTable)
-        table.add_column("image", key="image")
-        table.add_column("tags", key="n")
+        reset_columns(table, [("image", "image", 5), ("tags", "n", len(_count_cell(0, True, True)))])
         table.focus()
         if self.session.dataset is not None:
             self.on_dataset_loaded()
@@ -109,7 +109,8 @@ class DatasetScreen(KazariScreen):
         # (Text cells, two columns: DataTable measures every cell, and markup parsing is the slow part.)
         if rows != self._rows_shown:
             self._rows_shown = rows
-            table.clear()
+            reset_columns(table, [("image", "image", max((len(k) for k in keys), default=5)),
+                                  ("tags", "n", len(_count_cell(0, True, True)))])
             table.add_rows([(Text(k), Text(n)) for k, n in rows])
         folders = " · ".join(f"{f.name} ×{f.repeats} ({len(f.images)})" for f in ds.folders)
         shown = f"{len(keys)}/{len(ds.images)} images" if predicate else f"{len(ds.images)} images"
@@ -117,7 +118,7 @@ class DatasetScreen(KazariScreen):
         lint_line = self.query_one("#ds-lint", Static)
         if self.findings:
             worst = sum(1 for f in self.findings if getattr(f, "severity", "") == "error")
-            lint_line.update(f"lint: {len(self.findings)} finding(s), {worst} error(s) — f to list")
+            lint_line.update(f"lint: {len(self.findings)} ({worst} errors) · f lists")
         else:
             lint_line.update("lint: running…" if self.kapp.lint_pending else "lint: no findings")
         if keep in keys:
@@ -302,6 +303,8 @@ class DatasetScreen(KazariScreen):
             self.query_one("#ds-filter", Input).value = ""
             self.refresh_view()
         if key in self.visible_keys:
+            # Show it now: the screen's resume redraw (after this dialog closes) keeps current_key.
+            self.show_image(key)
             self.query_one("#ds-images", DataTable).move_cursor(row=self.visible_keys.index(key))
         else:
             self.notify(f"{finding.message}", timeout=8)
@@ -313,7 +316,7 @@ class DatasetScreen(KazariScreen):
         self.do_redo()
 
     def action_save(self) -> None:
-        self.do_save()
+        self.save_captions()
 
 
 def _count_cell(n_tags: int, changed: bool, flagged: bool) -> str:

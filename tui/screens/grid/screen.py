@@ -131,7 +131,8 @@ class GridScreen(KazariScreen):
     def _draw_table(self, job: GridJob) -> None:
         table = self.query_one("#gr-table", DataTable)
         table.clear(columns=True)
-        table.add_column("LoRA", key="label")
+        # Fixed width: after clear(columns=True) DataTable kept drawing the header's width ("epoc").
+        table.add_column("LoRA", key="label", width=max([4, *(len(label) for label, _ in job.rows)]))
         for w in job.weights:
             table.add_column(f"w {w:g}", key=f"w{w:g}")
         for r, (label, _path) in enumerate(job.rows):

@@ -18,6 +18,7 @@ from tagging.errors import UserError
 from tui.screens.base import KazariScreen
 from tui.screens.tagger.state import TaggerState, parse_threshold
 from tui.session import LinkedEvent
+from tui.widgets.tables import reset_columns
 
 
 class TaggerScreen(KazariScreen):
@@ -68,10 +69,8 @@ class TaggerScreen(KazariScreen):
         yield table
 
     def on_mount(self) -> None:
-        table = self.query_one("#tt-table", DataTable)
-        table.add_column("image", key="image")
-        table.add_column("tags after", key="after")
-        table.add_column("changes", key="diff")
+        reset_columns(self.query_one("#tt-table", DataTable),
+                      [("image", "image", 5), ("tags after", "after", 3), ("changes", "diff", 9)])
         self._draw_flags()
         self.query_one("#tt-progress", ProgressBar).display = False
         self.set_interval(0.25, self._poll_progress)
@@ -122,7 +121,12 @@ class TaggerScreen(KazariScreen):
 
     # -- drawing -----------------------------------------------------------------------------------
     def refresh_view(self) -> None:
-        self._draw_results()
+        # Captions may have been edited on other screens since scoring: re-merge from the cached
+        # scores, so the preview (and ^y) never carries stale captions over those edits.
+        if self.state is not None and self.session.dataset is not None:
+            self._reselect()
+        else:
+            self._draw_results()
 
     def _draw_results(self) -> None:
         status = self.query_one("#tt-status", Static)
@@ -136,6 +140,7 @@ class TaggerScreen(KazariScreen):
             status.update(f"{len(ds.images)} images. ^r runs the tagger (scores are cached per image).")
             return
         st = self.state
+        rows = []
         for key in sorted(st.results):
             before = ds.image(key).tags
             after = st.final.get(key, before)
@@ -146,7 +151,11 @@ class TaggerScreen(KazariScreen):
                 diff.append("+" + " +".join(added), style="green")
             if removed:
                 diff.append((" " if added else "") + "-" + " -".join(removed), style="red")
-            table.add_row(Text(key), str(len(after)), diff or Text("unchanged", style="dim"))
+            rows.append((Text(key), str(len(after)), diff or Text("unchanged", style="dim")))
+        reset_columns(table, [("image", "image", max((r[0].cell_len for r in rows), default=5)),
+                              ("tags after", "after", 3),
+                              ("changes", "diff", max((r[2].cell_len for r in rows), default=9))])
+        table.add_rows(rows)
         status.update(
             f"{st.model_name}: {len(st.results)} scored ({st.cached} from cache), {len(st.failed)} failed"
             f"{', cancelled' if st.cancelled else ''} · {len(st.final)} caption(s) would change · "
@@ -215,15 +224,21 @@ class TaggerScreen(KazariScreen):
             self.notify("Cancelling after the current batch…")
 
     def action_apply(self) -> None:
-        if self.state is None or not self.state.final:
+        if self.state is None:
             self.notify("Nothing to apply: run the tagger first (^r).")
             return
         try:
-            change = self.state.apply(self.session.require_dataset())
+            ds = self.session.require_dataset()
+            self.state.reselect(ds, self.options(), self.mode)  # against the captions as they are now
+            change = self.state.apply(ds)
         except UserError as err:
             self.show_error(err)
             return
-        self.notify(f"applied to {len(change) if change else 0} image(s) — s on Tags/Dataset saves, u undoes")
+        if change is None:
+            self.notify("Nothing to apply: no caption would change.")
+            self._draw_results()
+            return
+        self.notify(f"applied to {len(change)} image(s) — s on Tags/Dataset saves, u undoes")
         self.state.reselect(self.session.dataset, self.options(), self.mode)
         self._draw_results()
         self.update_status()

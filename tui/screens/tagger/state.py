@@ -65,7 +65,9 @@ class TaggerState:
     def reselect(self, ds: Any, options: Any, mode: str) -> None:
         from tagging.tagger import merged_tags, select_tags
 
-        self.results = {k: select_tags(v, self.labels, options) for k, v in self.scores.items()}
+        # Only images still in the dataset: since scoring, some may be trashed or their folder renamed.
+        present = {img.key for img in ds.images}
+        self.results = {k: select_tags(v, self.labels, options) for k, v in self.scores.items() if k in present}
         self.final = merged_tags(ds, self.results, mode)
 
     def apply(self, ds: Any) -> Any:

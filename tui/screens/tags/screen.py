@@ -17,6 +17,7 @@ from textual.widgets.option_list import Option
 from tagging.errors import UserError
 from tui.screens.base import KazariScreen
 from tui.widgets.dialogs import ConfirmScreen, PromptScreen
+from tui.widgets.tables import reset_columns
 
 
 class TagsScreen(KazariScreen):
@@ -31,18 +32,18 @@ class TagsScreen(KazariScreen):
     BINDINGS = [
         Binding("slash", "focus_search", "Search", id="tg-search"),
         Binding("space", "toggle_select", "Select", id="tg-select"),
-        Binding("c", "clear_selection", "Clear sel", id="tg-clear"),
         Binding("d", "remove", "Remove", id="tg-remove"),
-        Binding("e", "replace", "Replace", id="tg-replace"),
-        Binding("m", "move_end", "To end", id="tg-move-end"),
         Binding("P", "prune", "Prune ★", id="tg-prune"),
         Binding("t", "trigger", "Trigger", id="tg-trigger"),
+        Binding("s", "save", "Save", id="tg-save"),
+        Binding("u", "undo", "Undo", id="tg-undo"),
+        Binding("r", "redo", "Redo", id="tg-redo"),
+        Binding("e", "replace", "Replace", id="tg-replace"),
+        Binding("m", "move_end", "To end", id="tg-move-end"),
         Binding("R", "repeats", "Repeats", id="tg-repeats"),
         Binding("o", "cycle_scope", "Scope", id="tg-scope"),
         Binding("i", "focus_where", "Images query", id="tg-where"),
-        Binding("u", "undo", "Undo", id="tg-undo"),
-        Binding("r", "redo", "Redo", id="tg-redo"),
-        Binding("s", "save", "Save", id="tg-save"),
+        Binding("c", "clear_selection", "Clear sel", id="tg-clear"),
     ]
 
     def __init__(self) -> None:
@@ -69,13 +70,7 @@ class TagsScreen(KazariScreen):
                 yield OptionList(id="tg-history")
 
     def on_mount(self) -> None:
-        table = self.query_one("#tg-table", DataTable)
-        table.add_column("", key="sel", width=1)
-        table.add_column("tag", key="tag")
-        table.add_column("count", key="count")
-        table.add_column("%", key="pct")
-        table.add_column("", key="why")
-        table.focus()
+        self.query_one("#tg-table", DataTable).focus()  # columns are set with the rows (refresh_view)
 
     # -- data --------------------------------------------------------------------------------------
     def target_keys(self) -> list[str] | None:
@@ -116,11 +111,17 @@ class TagsScreen(KazariScreen):
         freq, self.suggested = self._counted
         table = self.query_one("#tg-table", DataTable)
         cursor = table.cursor_row
-        table.clear()
         needle = self.search.strip().lower()
         self.rows = [t for t, _ in freq if not needle or needle in t.lower()]
         total = max(1, len(images))
         counts = dict(freq)
+        reset_columns(table, [
+            ("", "sel", 1),
+            ("tag", "tag", max((len(t) for t in self.rows), default=3)),
+            ("count", "count", max((len(str(counts[t])) for t in self.rows), default=1)),
+            ("%", "pct", 3),
+            ("", "why", len("★ feature") if self.suggested else 0),
+        ])
         for tag in self.rows:
             star = Text("★ feature", style="bold yellow") if tag in self.suggested else Text("")
             name = Text(tag, style="bold yellow") if tag in self.suggested else Text(tag)
@@ -144,13 +145,14 @@ class TagsScreen(KazariScreen):
 
     def _draw_info(self) -> None:
         ds = self.session.dataset
-        lines = []
+        # Text, not markup: a folder named like "10_[name]" must not be read as a style tag.
+        info = Text()
         for folder in ds.folders:
             trig = folder.trigger or "—"
-            lines.append(f"{folder.name}: ×{folder.repeats}, trigger {trig}, {len(folder.images)} img")
+            info.append(f"{folder.name}: ×{folder.repeats}, trigger {trig}, {len(folder.images)} img\n")
         dirty = len(ds.dirty_keys)
-        lines.append(f"[b]{'● ' + str(dirty) + ' unsaved' if dirty else 'all saved'}[/b]")
-        self.query_one("#tg-info", Static).update("\n".join(lines))
+        info.append(f"● {dirty} unsaved" if dirty else "all saved", style="bold")
+        self.query_one("#tg-info", Static).update(info)
 
     def _draw_history(self) -> None:
         ds = self.session.dataset
@@ -363,4 +365,4 @@ class TagsScreen(KazariScreen):
         self.do_redo()
 
     def action_save(self) -> None:
-        self.do_save()
+        self.save_captions()

@@ -180,8 +180,7 @@ class TrainScreen(KazariScreen):
         if dirty:
 
             def answered(yes: bool | None) -> None:
-                if yes:
-                    self.do_save()
+                if yes and self.do_save():  # not saved (an error or a question is shown): no start
                     self._start(cfg)
 
             self.app.push_screen(

@@ -83,8 +83,11 @@ class RunView:
         if self.failed is not None:
             return f"✗ failed at step {self.failed.step}: {self.failed.message}"
         if self.finished is not None:
-            how = "stopped" if self.finished.stopped_early else "finished"
-            return f"■ {how} at step {self.finished.step}, epoch {self.finished.epoch} in {self.finished.elapsed_s:.0f}s"
+            f = self.finished
+            how = "stopped" if f.stopped_early else "finished"
+            # Finished.epoch counts completed epochs: a stop mid-epoch 2 reports 1.
+            saved = f" · saved {f.final_path.name}" if f.final_path is not None else ""
+            return f"■ {how} at step {f.step} ({f.epoch} epoch(s) complete) in {f.elapsed_s:.0f}s{saved}"
         if self.step is None:
             if self.caching is not None:
                 return f"caching {self.caching.what} {self.caching.done}/{self.caching.total}"
