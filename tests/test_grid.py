@@ -50,6 +50,17 @@ def test_find_run_loras_orders_epochs_then_final(run):
         find_run_loras(run["run"] / "nope")
 
 
+def test_find_run_loras_lists_the_step_saves_of_a_stopped_run(run, tmp_path):
+    # A stopped run leaves epoch files and a -stepNNNNNNNN file but no final one: its last weights
+    # must still be on the grid.
+    data = (run["run"] / "char-000001.safetensors").read_bytes()
+    for name in ("char-000001", "char-step00000078", "char-step00000012", "char-000002"):
+        (tmp_path / f"{name}.safetensors").write_bytes(data)
+    rows = find_run_loras(tmp_path)
+    assert [label for label, _ in rows] == ["epoch 1", "epoch 2", "step 12", "step 78"]
+    assert rows[-1][1].name == "char-step00000078.safetensors"
+
+
 def test_grid_layout_labels_files_and_same_noise(run, tmp_path):
     b = load_sd1(run["folder"])
     seen = []

@@ -40,6 +40,8 @@ from trainer.sampling import Cancelled, Sampler, save_png
 
 DEFAULT_WEIGHTS = (0.0, 0.4, 0.6, 0.8, 1.0)
 _EPOCH_RE = re.compile(r"^(?P<name>.+)-(?P<epoch>\d{6})$")
+# Saved on stop / "save now": the only copy of a stopped run's last weights.
+_STEP_RE = re.compile(r"^(?P<name>.+)-step(?P<step>\d{8})$")
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt")
 
 
@@ -80,15 +82,24 @@ class GridResult:
 
 
 def find_run_loras(run_dir: Path | str, output_name: str | None = None) -> list[tuple[str, Path]]:
-    """The run's ``{name}-{epoch:06d}`` LoRAs in epoch order, then ``{name}`` (the final one)."""
+    """The run's ``{name}-{epoch:06d}`` LoRAs in epoch order, then ``{name}-step{N:08d}`` (saved on stop
+    or on request) in step order, then ``{name}`` (the final one)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"Run folder {run_dir} does not exist.", path=run_dir)
     files = [p for p in run_dir.iterdir() if p.suffix.lower() in LORA_SUFFIXES and p.is_file()]
+
+    def parse(p: Path) -> tuple[str, str, int]:
+        for kind, regex in (("epoch", _EPOCH_RE), ("step", _STEP_RE)):
+            m = regex.match(p.stem)
+            if m:
+                return m.group("name"), kind, int(m.group(kind))
+        return p.stem, "final", 0
+
+    parsed = [(p, *parse(p)) for p in files]
     names: dict[str, int] = {}
-    for p in files:
-        m = _EPOCH_RE.match(p.stem)
-        names[m.group("name") if m else p.stem] = names.get(m.group("name") if m else p.stem, 0) + 1
+    for _, name, _, _ in parsed:
+        names[name] = names.get(name, 0) + 1
     if not names:
         raise UserError(
             f"{run_dir} holds no LoRA files (.safetensors/.ckpt/.pt).",
@@ -97,17 +108,9 @@ def find_run_loras(run_dir: Path | str, output_name: str | None = None) -> list[
         )
     if output_name is None:
         output_name = max(names, key=lambda n: (names[n], n))
-    epochs = []
-    final = None
-    for p in files:
-        m = _EPOCH_RE.match(p.stem)
-        if m and m.group("name") == output_name:
-            epochs.append((int(m.group("epoch")), p))
-        elif p.stem == output_name:
-            final = p
-    out = [(f"epoch {e}", p) for e, p in sorted(epochs)]
-    if final is not None:
-        out.append(("final", final))
+    order = {"epoch": 0, "step": 1, "final": 2}
+    mine = sorted((order[kind], number, kind, p) for p, name, kind, number in parsed if name == output_name)
+    out = [(kind if kind == "final" else f"{kind} {number}", p) for _, number, kind, p in mine]
     if not out:
         raise UserError(f"{run_dir} has no LoRA named {output_name!r}.", path=run_dir)
     return out
