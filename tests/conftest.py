@@ -60,3 +60,14 @@ def small_dataset(make_dataset: Callable[..., Path]) -> Path:
             "101.jpg": "kazari, 1girl, jacket, pink_hair\n",
         },
     })
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Pilot tests drive a real event loop with workers and timers; on a loaded CI machine one
+    can miss a deadline. They get two reruns (pytest-rerunfailures): a real defect still fails
+    all three times, a scheduling hiccup does not fail the build. Domain tests get none."""
+    if not config.pluginmanager.hasplugin("rerunfailures"):
+        return
+    for item in items:
+        if item.module is not None and item.module.__name__.split(".")[-1].startswith("test_tui_"):
+            item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=1))

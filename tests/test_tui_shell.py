@@ -15,7 +15,7 @@ from tui.app import KazariApp, make_app
 from tui.bridge import EventBridge
 from tui.help import HelpScreen, describe_bindings
 from tui.logcapture import LogSink
-from tui.testing import screen_text
+from tui.testing import screen_text, wait_for_text
 from tui.widgets.logview import LogScreen
 from tui.workspace import resolve_workspace
 
@@ -144,10 +144,8 @@ def test_library_output_goes_to_the_log_not_the_screen(tmp_path: Path) -> None:
         await pilot.pause(0.2)
         assert "stray print" not in screen_text(app)
         await pilot.press("ctrl+l")
-        await pilot.pause(0.7)
+        text = await wait_for_text(app, pilot, "a library warning")
         assert isinstance(app.screen, LogScreen)
-        text = screen_text(app)
-        assert "a library warning" in text
         assert "stray print" in text
 
     _run(app, scenario)

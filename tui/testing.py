@@ -58,3 +58,21 @@ def make_workspace(
     )
     ConfigDocument.new(root / "kazari.toml", cfg, header="test workspace").save()
     return root
+
+
+async def wait_for_text(app: App, pilot, needle: str, timeout: float = 15.0) -> str:
+    """Pause the pilot until ``needle`` is on screen (workers and timers finish at their own pace).
+
+    Fixed pauses make Pilot tests flaky on a loaded CI machine; polling keeps them fast when idle
+    and patient when not. Raises AssertionError with the screen when the text never appears.
+    """
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        text = screen_text(app)
+        if needle in text:
+            return text
+        if time.monotonic() > end:
+            raise AssertionError(f"{needle!r} never appeared; the screen shows:\n{text}")
+        await pilot.pause(0.1)
