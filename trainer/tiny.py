@@ -164,7 +164,16 @@ def tiny_text_config(vocab_size: int, bos_id: int, eos_id: int) -> dict:
 
 def make_tiny_sd(folder: Path | str, seed: int = 0) -> Path:
     """Build (or rebuild) the tiny SD1 diffusers folder at ``folder`` and return its path."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers.utils import logging as hf_logging
+
+    # Importing the pipeline makes transformers note that torchvision is absent (it is not needed);
+    # silence that one import without changing the process's logging for later warnings.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    finally:
+        hf_logging.set_verbosity(verbosity)
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
@@ -193,8 +202,6 @@ def make_tiny_sd(folder: Path | str, seed: int = 0) -> Path:
         requires_safety_checker=False,
     )
     # A few-MB model needs no "Writing model shards" bar painted over the caller's output.
-    from transformers.utils import logging as hf_logging
-
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:

@@ -32,9 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # transformers warns at import about optional backends (torchvision) users don't need;
-    # real problems still reach the user as errors. A user's own setting wins.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -98,14 +98,26 @@ class _SinkHandler(logging.Handler):
             self.handleError(record)
 
 
+# Libraries that give their root logger its own stderr handler and stop propagation once their
+# logging is set up: their warnings would bypass the root logger and paint over the screen.
+SELF_HANDLING_LOGGERS = ("transformers", "diffusers")
+
+
 @contextlib.contextmanager
 def capture_python_logging(sink: LogSink) -> Iterator[None]:
-    """Route the root logger and ``warnings`` to ``sink`` (and only there) while the app runs."""
+    """Route the root logger, ``warnings`` and the self-handling library loggers to ``sink`` (and
+    only there) while the app runs."""
     root = logging.getLogger()
     handler = _SinkHandler(sink)
     saved_handlers, saved_level = root.handlers[:], root.level
     root.handlers = [handler]
     root.setLevel(logging.INFO)
+    saved_libs = []
+    for name in SELF_HANDLING_LOGGERS:
+        lib = logging.getLogger(name)
+        saved_libs.append((lib, lib.handlers[:], lib.propagate))
+        lib.handlers = []
+        lib.propagate = True  # their records reach the root handler above, levels unchanged
     logging.captureWarnings(True)
     saved_showwarning = warnings.showwarning
     try:
@@ -115,6 +127,8 @@ def capture_python_logging(sink: LogSink) -> Iterator[None]:
         warnings.showwarning = saved_showwarning
         root.handlers = saved_handlers
         root.setLevel(saved_level)
+        for lib, handlers, propagate in saved_libs:
+            lib.handlers, lib.propagate = handlers, propagate
 
 
 @contextlib.contextmanager
