@@ -66,10 +66,8 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_trial(template: Path, workdir: Path, old: dict[str, bytes], max_delay: float, rng: random.Random) -> TrialResult:
-    """Copy ``template``, start a saving child, SIGKILL it after a random delay, check every caption."""
-    from tagging.dataset import Dataset
-
+def _start_saving_child(template: Path, workdir: Path) -> subprocess.Popen[str]:
+    """A fresh copy of ``template`` in ``workdir`` and a child process that saves an edit to it."""
     if workdir.exists():
         shutil.rmtree(workdir)
     shutil.copytree(template, workdir)
@@ -77,6 +75,18 @@ def run_trial(template: Path, workdir: Path, old: dict[str, bytes], max_delay: f
         [sys.executable, "-c", _CHILD, str(workdir), NEW_TAG], stdout=subprocess.PIPE, text=True, env=_env()
     )
     assert proc.stdout is not None
+    return proc
+
+
+def _with_new_tag(caption: bytes) -> bytes:
+    return caption.rstrip(b"\n") + b", " + NEW_TAG.encode() + b"\n"
+
+
+def run_trial(template: Path, workdir: Path, old: dict[str, bytes], max_delay: float, rng: random.Random) -> TrialResult:
+    """Copy ``template``, start a saving child, SIGKILL it after a random delay, check every caption."""
+    from tagging.dataset import Dataset
+
+    proc = _start_saving_child(template, workdir)
     line = proc.stdout.readline()
     if line.strip() != "SAVING":
         proc.kill()
@@ -90,10 +100,9 @@ def run_trial(template: Path, workdir: Path, old: dict[str, bytes], max_delay: f
     folder = workdir / "10_kazari"
     for name, before in old.items():
         data = (folder / name).read_bytes()
-        after = before.rstrip(b"\n") + b", " + NEW_TAG.encode() + b"\n"
         if data == before:
             result.old += 1
-        elif data == after:
+        elif data == _with_new_tag(before):
             result.new += 1
         else:
             result.bad.append(f"{name}: {data[:60]!r}")
@@ -108,20 +117,14 @@ def run_trial(template: Path, workdir: Path, old: dict[str, bytes], max_delay: f
     ds.apply(AddTag(NEW_TAG))
     ds.save()
     for name, before in old.items():
-        if (folder / name).read_bytes() != before.rstrip(b"\n") + b", " + NEW_TAG.encode() + b"\n":
+        if (folder / name).read_bytes() != _with_new_tag(before):
             result.bad.append(f"{name}: not saved after recovery")
     return result
 
 
 def calibrate(template: Path, workdir: Path) -> float:
     """Seconds from the child's SAVING line to its exit, for picking kill delays."""
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    shutil.copytree(template, workdir)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(workdir), NEW_TAG], stdout=subprocess.PIPE, text=True, env=_env()
-    )
-    assert proc.stdout is not None
+    proc = _start_saving_child(template, workdir)
     proc.stdout.readline()
     start = time.perf_counter()
     proc.stdout.read()

@@ -142,6 +142,16 @@ class GridScreen(KazariScreen):
             table.add_row(label, *cells)
 
     # -- running -----------------------------------------------------------------------------------
+    def _prepared_job(self):
+        """A grid job for the workspace's last run with its LoRAs found, or None (error shown)."""
+        try:
+            job = self._new_job()
+            job.prepare()
+        except UserError as err:
+            self.show_error(err)
+            return None
+        return job
+
     def action_build(self) -> None:
         if self.running:
             self.notify("The grid is already rendering (c cancels).")
@@ -149,11 +159,8 @@ class GridScreen(KazariScreen):
         if self.kapp.training.running:
             self.notify("Training is running; build the grid when it has finished.", severity="warning")
             return
-        try:
-            job = self._new_job()
-            job.prepare()
-        except UserError as err:
-            self.show_error(err)
+        job = self._prepared_job()
+        if job is None:
             return
         self.job, self.result, self.running = job, None, True
         self._draw_table(job)
@@ -248,14 +255,9 @@ class GridScreen(KazariScreen):
         self.query_one("#gr-table", DataTable).focus()
 
     def action_choose(self) -> None:
-        job = self.job
+        job = self.job or self._prepared_job()
         if job is None:
-            try:
-                job = self._new_job()
-                job.prepare()
-            except UserError as err:
-                self.show_error(err)
-                return
+            return
         row = self.query_one("#gr-table", DataTable).cursor_coordinate.row
         if not 0 <= row < len(job.rows):
             return
