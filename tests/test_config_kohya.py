@@ -285,3 +285,39 @@ def test_round_trip_with_dataset_config(tmp_path: Path) -> None:
     back = import_kohya(out.config_file, out.dataset_config)
     assert back.unmapped == {}
     assert back.config == cfg
+
+
+def test_one_table_of_sd_scripts_names_agrees_everywhere() -> None:
+    """The Config help line, the manual, export and import all read trainer.config.sd_options."""
+    from trainer.config.docs import render_manual
+    from trainer.config.kohya import kohya_args
+    from trainer.config.schema import SECTIONS, field_specs
+    from trainer.config.sd_options import DIRECT, SD_TO_KAZARI, ZERO_IS_UNSET, sd_label
+
+    manual = render_manual().split("\n## [")
+    rows = {}
+    for chunk in manual[1:]:
+        section = chunk.split("]", 1)[0]
+        if section not in SECTIONS:
+            continue
+        for line in chunk.splitlines():
+            if line.startswith("| `"):
+                rows[f"{section}.{line.split('`')[1]}"] = line
+    for spec in field_specs():
+        label = sd_label(spec.key)
+        assert spec.sd_scripts == label  # what the Config screen shows
+        cell = rows[spec.key].rstrip(" |").rsplit("| ", 1)[-1]
+        assert cell == (f"`{label}`" if label else cell) and (label or "`" not in cell), (spec.key, cell)
+    # Keys sd-scripts has no option for never claim one (they once showed --device, --tokenizer...).
+    for key in ("training.device", "model.tokenizer"):
+        assert sd_label(key) is None
+    assert "--sdpa" in sd_label("training.attention")
+    assert "network_args" in sd_label("network.conv_dim")
+    # Export writes each 1:1 key under its table name, and import maps that name back.
+    cfg = preset("anime-character")
+    cfg.training.seed = 7
+    args = kohya_args(cfg)
+    for key, (name, section) in {**DIRECT, **ZERO_IS_UNSET}.items():
+        if cfg.get(key) not in (None, 0) and key != "model.pretrained_model":
+            assert name in args[section], key
+        assert SD_TO_KAZARI[name] == key

@@ -57,7 +57,7 @@ def test_field_metadata_for_forms() -> None:
     assert (dim.kind, dim.minimum, dim.maximum) == ("int", 1, 1024)
     assert field_spec("model.vae").kind == "path" and field_spec("model.vae").optional
     assert field_spec("dataset.resolution").kind == "resolution"
-    assert field_spec("network.train_unet_only").sd_scripts == "network_train_unet_only"
+    assert field_spec("network.train_unet_only").sd_scripts == "--network_train_unet_only"
     assert set(field_spec("optimizer.optimizer_type").choices) >= {"AdamW", "AdamW8bit", "Lion", "Lion8bit",
                                                                    "Prodigy", "SGD"}
     assert field_spec("training.mixed_precision").choices == ("no", "fp16", "bf16")

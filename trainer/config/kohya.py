@@ -31,68 +31,7 @@ from tagging.atomic import atomic_write_text
 from trainer.config.errors import ConfigError
 from trainer.config.loading import parse_toml, plain_value, read_text, validate_data
 from trainer.config.schema import TrainConfig, field_spec, toml_value
-
-# kazari key -> (sd-scripts option, section of the exported --config_file) for 1:1 options.
-DIRECT: dict[str, tuple[str, str]] = {
-    "model.pretrained_model": ("pretrained_model_name_or_path", "model_arguments"),
-    "model.vae": ("vae", "model_arguments"),
-    "dataset.train_data_dir": ("train_data_dir", "dataset_arguments"),
-    "dataset.reg_data_dir": ("reg_data_dir", "dataset_arguments"),
-    "dataset.resolution": ("resolution", "dataset_arguments"),
-    "dataset.caption_extension": ("caption_extension", "dataset_arguments"),
-    "dataset.shuffle_caption": ("shuffle_caption", "dataset_arguments"),
-    "dataset.keep_tokens": ("keep_tokens", "dataset_arguments"),
-    "dataset.caption_dropout_rate": ("caption_dropout_rate", "dataset_arguments"),
-    "dataset.caption_tag_dropout_rate": ("caption_tag_dropout_rate", "dataset_arguments"),
-    "dataset.caption_dropout_every_n_epochs": ("caption_dropout_every_n_epochs", "dataset_arguments"),
-    "dataset.flip_aug": ("flip_aug", "dataset_arguments"),
-    "dataset.enable_bucket": ("enable_bucket", "dataset_arguments"),
-    "dataset.min_bucket_reso": ("min_bucket_reso", "dataset_arguments"),
-    "dataset.max_bucket_reso": ("max_bucket_reso", "dataset_arguments"),
-    "dataset.bucket_reso_steps": ("bucket_reso_steps", "dataset_arguments"),
-    "dataset.bucket_no_upscale": ("bucket_no_upscale", "dataset_arguments"),
-    "dataset.max_data_loader_n_workers": ("max_data_loader_n_workers", "dataset_arguments"),
-    "dataset.persistent_data_loader_workers": ("persistent_data_loader_workers", "dataset_arguments"),
-    "dataset.prior_loss_weight": ("prior_loss_weight", "dataset_arguments"),
-    "network.network_dim": ("network_dim", "additional_network_arguments"),
-    "network.network_alpha": ("network_alpha", "additional_network_arguments"),
-    "network.network_weights": ("network_weights", "additional_network_arguments"),
-    "network.train_unet_only": ("network_train_unet_only", "additional_network_arguments"),
-    "network.train_text_encoder_only": ("network_train_text_encoder_only", "additional_network_arguments"),
-    "optimizer.unet_lr": ("unet_lr", "additional_network_arguments"),
-    "optimizer.text_encoder_lr": ("text_encoder_lr", "additional_network_arguments"),
-    "optimizer.optimizer_type": ("optimizer_type", "optimizer_arguments"),
-    "optimizer.learning_rate": ("learning_rate", "optimizer_arguments"),
-    "optimizer.lr_scheduler": ("lr_scheduler", "optimizer_arguments"),
-    "optimizer.lr_warmup_steps": ("lr_warmup_steps", "optimizer_arguments"),
-    "optimizer.lr_scheduler_num_cycles": ("lr_scheduler_num_cycles", "optimizer_arguments"),
-    "optimizer.lr_scheduler_power": ("lr_scheduler_power", "optimizer_arguments"),
-    "optimizer.max_grad_norm": ("max_grad_norm", "optimizer_arguments"),
-    "training.max_train_epochs": ("max_train_epochs", "training_arguments"),
-    "training.train_batch_size": ("train_batch_size", "training_arguments"),
-    "training.gradient_accumulation_steps": ("gradient_accumulation_steps", "training_arguments"),
-    "training.mixed_precision": ("mixed_precision", "training_arguments"),
-    "training.seed": ("seed", "training_arguments"),
-    "training.clip_skip": ("clip_skip", "training_arguments"),
-    "training.gradient_checkpointing": ("gradient_checkpointing", "training_arguments"),
-    "output.output_dir": ("output_dir", "saving_arguments"),
-    "output.output_name": ("output_name", "saving_arguments"),
-    "output.save_model_as": ("save_model_as", "saving_arguments"),
-    "output.save_precision": ("save_precision", "saving_arguments"),
-    "output.save_state": ("save_state", "saving_arguments"),
-    "sample.sample_sampler": ("sample_sampler", "sample_prompt_arguments"),
-    "logging.logging_dir": ("logging_dir", "logging_arguments"),
-}
-# Options whose "off" value in kazari (0) is "not given" (None) in sd-scripts.
-ZERO_IS_UNSET: dict[str, tuple[str, str]] = {
-    "training.noise_offset": ("noise_offset", "training_arguments"),
-    "training.min_snr_gamma": ("min_snr_gamma", "training_arguments"),
-    "output.save_every_n_epochs": ("save_every_n_epochs", "saving_arguments"),
-    "sample.sample_every_n_epochs": ("sample_every_n_epochs", "sample_prompt_arguments"),
-}
-SD_TO_KAZARI = {sd: key for key, (sd, _) in {**DIRECT, **ZERO_IS_UNSET}.items()}
-# kazari-only keys carried in the [kazari] table of the exported config.
-KAZARI_ONLY = ("model.tokenizer", "training.device")
+from trainer.config.sd_options import DIRECT, KAZARI_ONLY, SD_TO_KAZARI, ZERO_IS_UNSET, sd_option
 
 # What a key is when sd-scripts does not get it (its argparse defaults, in kazari terms).
 SD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -331,20 +270,13 @@ def import_kohya_args(flat: dict[str, Any], *, source: str = "sd-scripts config"
             if section not in data or name not in data[section]:
                 raise ConfigError(issues)  # pragma: no cover - every issue names a key we set
             value = data[section].pop(name)
-            label = _sd_name(issue.key) or issue.key
+            label = sd_option(issue.key) or issue.key
             unmapped[label] = value
             notes.append(f"{label} = {value!r} ({source}) cannot be used: {issue.message}; {issue.fix} — "
                          f"kazari uses {issue.key} = {field_spec(issue.key).default!r} instead")
     else:  # pragma: no cover - each pass removes at least one key
         raise ConfigError(issues)
     return KohyaImport(cfg, unmapped, notes)
-
-
-def _sd_name(key: str) -> str | None:
-    for table in (DIRECT, ZERO_IS_UNSET):
-        if key in table:
-            return table[key][0]
-    return None
 
 
 def import_dataset_config(doc: dict[str, Any], flat: dict[str, Any], notes: list[str],
