@@ -200,6 +200,13 @@ def test_bucket_range_must_contain_the_resolution(tmp_path: Path) -> None:
     assert {"dataset.min_bucket_reso", "dataset.max_bucket_reso"} <= keys
 
 
+def test_bucket_range_is_checked_with_no_upscale_too(tmp_path: Path) -> None:
+    # sd-scripts refuses max_bucket_reso below the resolution whether or not bucket_no_upscale is set.
+    cfg = preset("anime-character", dataset={"bucket_no_upscale": True, "max_bucket_reso": 512,
+                                             "resolution": "768,768"})
+    assert "dataset.max_bucket_reso" in {i.key for i in check_config(cfg) if i.severity == "error"}
+
+
 def test_toml_syntax_error_reports_line(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "[network\nnetwork_dim = 4\n")
     with pytest.raises(ConfigError) as info:

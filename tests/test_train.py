@@ -80,9 +80,12 @@ def test_events_files_and_metadata(env, tmp_path: Path) -> None:
         "ss_num_reg_images": "0", "ss_flip_aug": "True", "ss_shuffle_caption": "True", "ss_keep_tokens": "1",
         "ss_cache_latents": "True", "ss_sd_model_name": "tiny-model", "ss_base_model_version": "sd_v1",
         "ss_v2": "False", "ss_output_name": "t", "ss_max_token_length": "75", "ss_batch_size_per_device": "2",
-        "modelspec.architecture": "stable-diffusion-v1/lora",
+        "modelspec.architecture": "stable-diffusion-v1/lora", "modelspec.encoder_layer": "2",
     }
     assert {k: meta.get(k) for k in expect} == expect
+    from importlib.metadata import version
+
+    assert meta["modelspec.implementation_version"] == version("diffusers")
     assert meta["ss_optimizer"].startswith("torch.optim.adamw.AdamW")
     assert json.loads(meta["ss_dataset_dirs"]) == {"1_kazari": {"n_repeats": 1, "img_count": 4}}
     freq = json.loads(meta["ss_tag_frequency"])["1_kazari"]

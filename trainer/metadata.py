@@ -127,9 +127,22 @@ def training_metadata(cfg, data, bundle, *, optimizer_text: str, num_batches_per
         "modelspec.title": out.output_name,
         "modelspec.resolution": f"{w}x{h}",
         "modelspec.prediction_type": "epsilon",
+        # As sd-scripts writes them: the CLIP layer the prompts are read from (clip_skip), and the
+        # version of the implementation named above that loads the file.
+        "modelspec.encoder_layer": t.clip_skip,
+        "modelspec.implementation_version": _diffusers_version(),
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(md["ss_training_started_at"])),
     })
     return {k: _s(v) for k, v in md.items()}
+
+
+def _diffusers_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diffusers")
+    except PackageNotFoundError:  # pragma: no cover - diffusers is a dependency
+        return "unknown"
 
 
 def for_save(base: dict[str, str], *, step: int, epoch: int) -> dict[str, str]:

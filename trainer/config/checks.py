@@ -59,7 +59,9 @@ def _check_values(cfg: TrainConfig, c: _Collector) -> None:
     if d.bucket_reso_steps % 8:
         c.error("dataset.bucket_reso_steps", "must be a multiple of 8 (one latent pixel = 8 image pixels)",
                 "use 64 (the usual) or another multiple of 8", d.bucket_reso_steps, "bucket-step")
-    if d.enable_bucket and not d.bucket_no_upscale:
+    # sd-scripts checks the range whenever buckets are on, bucket_no_upscale or not
+    # (library/train_util.py, adjust_min_max_bucket_reso_by_steps).
+    if d.enable_bucket:
         lo, hi = adjust_bucket_range(d.min_bucket_reso, d.max_bucket_reso, d.bucket_reso_steps)
         if d.min_bucket_reso > d.max_bucket_reso:
             c.error("dataset.min_bucket_reso", f"is larger than max_bucket_reso ({d.max_bucket_reso})",
