@@ -18,8 +18,6 @@ from typing import Any
 
 import torch
 
-from trainer.data import parse_resolution
-
 
 def optimizer_description(optimizer: torch.optim.Optimizer, args: dict[str, Any]) -> str:
     cls = type(optimizer)
@@ -37,7 +35,7 @@ def training_metadata(cfg, data, bundle, *, optimizer_text: str, num_batches_per
                       started_at: float | None = None, session_id: int | None = None) -> dict[str, str]:
     """The run-constant part of the metadata (``data``: a DataPipeline, ``bundle``: an SD1Bundle)."""
     d, n, o, t, out = cfg.dataset, cfg.network, cfg.optimizer, cfg.training, cfg.output
-    w, h = parse_resolution(d.resolution)  # "512", "512,768" and [512, 768] are all valid configs
+    w, h = d.resolution_wh
     unet_lr = o.unet_lr if o.unet_lr is not None else o.learning_rate
     te_lr = o.text_encoder_lr if o.text_encoder_lr is not None else o.learning_rate
     num_train = sum(im.repeats for im in data.images if not im.is_reg)
