@@ -36,8 +36,7 @@ def training_metadata(cfg, data, bundle, *, optimizer_text: str, num_batches_per
     """The run-constant part of the metadata (``data``: a DataPipeline, ``bundle``: an SD1Bundle)."""
     d, n, o, t, out = cfg.dataset, cfg.network, cfg.optimizer, cfg.training, cfg.output
     w, h = d.resolution_wh
-    unet_lr = o.unet_lr if o.unet_lr is not None else o.learning_rate
-    te_lr = o.text_encoder_lr if o.text_encoder_lr is not None else o.learning_rate
+    unet_lr, te_lr = o.effective_unet_lr, o.effective_text_encoder_lr
     num_train = sum(im.repeats for im in data.images if not im.is_reg)
     num_reg = sum(im.repeats for im in data.images if im.is_reg)
     net_args: dict[str, str] = {}

@@ -38,6 +38,7 @@ from tagging.errors import UserError
 from trainer import events as ev
 from trainer import metadata as md
 from trainer.data import DataPipeline, fill_latent_cache, iter_batch_items, load_pixels
+from trainer.device import resolve_device
 from trainer.latent_cache import LatentCache, vae_fingerprint
 from trainer.optim import build_optimizer, build_scheduler, current_lrs, parse_optimizer_args
 from trainer.state import Counters, capture_rng, load_state, restore_rng, save_state
@@ -118,7 +119,7 @@ def _nan_message(cfg, step: int) -> str:
     if t.mixed_precision == "fp16":
         causes.append('fp16 overflow (try mixed_precision = "bf16", or fp32 on GPUs without bf16; a fp16 '
                       "VAE is a classic source: use an fp16-fixed VAE)")
-    lr = o.unet_lr or o.learning_rate
+    lr = o.effective_unet_lr
     causes.append(f"a learning rate too high for this optimizer (unet_lr = {lr:g}; LoRA usually uses 1e-4 or less "
                   "with AdamW, 3-10x less with Lion)")
     causes.append(f"network_alpha ({cfg.network.network_alpha:g}) large compared to network_dim "
@@ -239,13 +240,8 @@ class TrainingRun:
 
     # ----- setup helpers ------------------------------------------------------------------------------
     def _device(self) -> torch.device:
-        want = self.cfg.training.device
-        if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
-            return torch.device("cpu")
-        if not torch.cuda.is_available():
-            raise UserError('[training] device = "cuda" but PyTorch sees no CUDA GPU.',
-                            hint='Install a CUDA build of PyTorch or set device = "auto".')
-        return torch.device("cuda", self.local_rank if self.world_size > 1 else torch.cuda.current_device())
+        return resolve_device(self.cfg.training.device,
+                              local_rank=self.local_rank if self.world_size > 1 else None)
 
     def _setup_dist(self, device: torch.device) -> None:
         self._dist = False
@@ -361,9 +357,7 @@ class TrainingRun:
                 (enable or text_encoder.gradient_checkpointing_enable)()
                 text_encoder.train()
 
-        unet_lr = o.unet_lr if o.unet_lr is not None else o.learning_rate
-        te_lr = o.text_encoder_lr if o.text_encoder_lr is not None else o.learning_rate
-        groups = network.param_groups(unet_lr=unet_lr, text_encoder_lr=te_lr)
+        groups = network.param_groups(unet_lr=o.effective_unet_lr, text_encoder_lr=o.effective_text_encoder_lr)
         opt_args = parse_optimizer_args(o.optimizer_args)
         optimizer = build_optimizer(o.optimizer_type, groups, opt_args)
         params = [p for g in optimizer.param_groups for p in g["params"]]

@@ -253,7 +253,7 @@ class Session:
         if figures.estimated_seconds is None:
             lines.append("time: unknown until a run measured the speed")
         else:
-            from trainer.config.derived import format_duration
+            from trainer.durations import format_duration
 
             lines.append(f"time: ~{format_duration(figures.estimated_seconds)} "
                          f"({figures.seconds_per_step:.3g} s/step measured)")

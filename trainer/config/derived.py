@@ -15,9 +15,10 @@ from typing import Any
 
 from trainer.buckets import batches_per_epoch
 from trainer.config.schema import TrainConfig
+from trainer.durations import format_duration
 from trainer.plan import balanced_reg_repeats, plan_epoch
 
-__all__ = ["DerivedFigures", "FolderFigures", "balanced_reg_repeats", "derived_figures", "format_duration"]
+__all__ = ["DerivedFigures", "FolderFigures", "balanced_reg_repeats", "derived_figures"]
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,6 @@ class DerivedFigures:
                        f"at {self.seconds_per_step:.3g} s/step")
         out.extend(f"note: {n}" for n in self.notes)
         return out
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h {m:02d}m {s:02d}s" if h else (f"{m}m {s:02d}s" if m else f"{s}s")
 
 
 def _open_dataset(cfg: TrainConfig):

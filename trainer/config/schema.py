@@ -204,6 +204,16 @@ class OptimizerSection(_Section):
                 raise ValueError("use a whole number of steps, or a fraction below 1 of all steps")
         return value
 
+    # sd-scripts: an unset (None) per-module lr falls back to learning_rate; 0 is a real value
+    # (it freezes that module). Every reader of the two lrs goes through these.
+    @property
+    def effective_unet_lr(self) -> float:
+        return self.learning_rate if self.unet_lr is None else self.unet_lr
+
+    @property
+    def effective_text_encoder_lr(self) -> float:
+        return self.learning_rate if self.text_encoder_lr is None else self.text_encoder_lr
+
 
 class TrainingSection(_Section):
     """[training] — length, precision, memory and loss options."""
