@@ -92,7 +92,6 @@ def test_low_vram_and_quick_test_presets() -> None:
     assert 64 <= q.dataset.resolution_wh[0] <= 128
     assert q.network.network_dim == 4 and q.training.max_train_epochs == 2
     assert q.training.train_batch_size == 1 and q.training.device == "auto"
-    assert q.dataset.max_data_loader_n_workers == 0
     assert set(PRESETS) == {"anime-character", "low-vram", "quick-test"}
 
 

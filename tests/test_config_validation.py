@@ -276,3 +276,10 @@ def test_train_data_dir_pointing_at_an_n_name_folder_warns(tmp_path: Path) -> No
     found = check_config(cfg, text=text)
     issue = only(found, "dataset.train_data_dir")
     assert issue.severity == "warning" and "1 repeat" in issue.message and issue.line == 6
+
+
+def test_loader_worker_keys_are_visibly_ignored() -> None:
+    cfg = preset("anime-character", dataset={"max_data_loader_n_workers": 2})
+    issues = [i for i in check_config(cfg, files=False) if i.key == "dataset.max_data_loader_n_workers"]
+    assert [i.severity for i in issues] == ["warning"] and "ignored" in issues[0].message
+    assert not [i for i in check_config(preset("low-vram"), files=False) if i.code == "ignored"]

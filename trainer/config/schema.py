@@ -123,11 +123,14 @@ class DatasetSection(_Section):
     cache_latents: Literal["memory", "disk", "off"] = _f(
         "memory", "Encode images with the VAE once: keep latents in RAM, on disk (.npz), or off.",
         unit="memory | disk | off")
+    # Accepted so sd-scripts configs import and export unchanged; kazari does not read them.
     max_data_loader_n_workers: int = _f(
-        8, "Data loader worker processes; 0 = load in the training process.", unit="processes",
+        8, "Ignored (kept for sd-scripts compatibility): kazari decodes images in the training "
+        "process; cache latents to take decoding off the training step.", unit="processes",
         ge=0, le=64, advanced=True)
     persistent_data_loader_workers: bool = _f(
-        False, "Keep loader workers alive between epochs (faster epochs, more RAM).", advanced=True)
+        False, "Ignored (kept for sd-scripts compatibility): kazari has no loader worker processes.",
+        advanced=True)
     prior_loss_weight: float = _f(
         1.0, "Loss weight of regularization images.", unit="weight", ge=0, le=10)
     max_token_length: Literal[75, 150, 225] = _f(
