@@ -161,12 +161,10 @@ def test_requests_pause_save_sample_stop(env, tmp_path: Path) -> None:
     thread = threading.Thread(target=run.run, daemon=True)
     thread.start()
     try:
-        deadline = time.perf_counter() + 120
-        while not paused_at and time.perf_counter() < deadline and thread.is_alive():
-            time.sleep(0.05)
-        time.sleep(1.0)
+        # The loop parks right after step 1 and cannot step while parked: no timing involved.
+        assert run.parked.wait(timeout=120), "the paused run never parked"
         n_paused = sum(isinstance(e, ev.StepEvent) for e in events)
-        assert run.paused and n_paused == 1, "a paused run must not take more steps"
+        assert paused_at and run.paused and n_paused == 1, "a paused run must not take more steps"
         run.resume()
         thread.join(timeout=120)
     finally:

@@ -143,6 +143,7 @@ class TrainingRun:
         self._sample = threading.Event()
         self._unpaused = threading.Event()
         self._unpaused.set()
+        self.parked = threading.Event()  # set while the loop waits in a pause, between two steps
         self.rank, self.world_size, self.local_rank = _dist_info()
         self.last_checkpoint: Path | None = None
         self.result: Any = None
@@ -514,7 +515,9 @@ class TrainingRun:
                 # ---- requests from outside, between steps ----
                 if not self._unpaused.is_set():
                     report(losses.flush(), epoch)
+                    self.parked.set()  # observers (tests, the TUI) can wait for the loop to really stop
                     self._unpaused.wait()
+                    self.parked.clear()
                 if self._save.is_set():
                     self._save.clear()
                     report(losses.flush(), epoch)
