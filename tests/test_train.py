@@ -304,3 +304,19 @@ def test_a_new_run_moves_the_previous_runs_checkpoints_aside(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == [".kazari", "other-000001.safetensors",
                                                             "t-1.safetensors", "t2.safetensors"]
     assert keep_previous_outputs(tmp_path, "t") is None  # nothing left to move
+
+
+def test_every_run_passes_the_full_config_check(env, tmp_path: Path) -> None:
+    """The Train screen builds runs from the schema alone: the run itself must refuse what
+    `kazari train` refuses, before loading anything, and pass the warnings on."""
+    bad = make_config(env["model"], env["data"], tmp_path / "out", dataset={"resolution": "700,700"},
+                      network={"train_unet_only": True}, optimizer={"unet_lr": 0.0})
+    result, events = _run(bad)
+    assert isinstance(result, ev.Failed) and result.kind == "user"
+    assert "dataset.resolution" in result.message and "unet_lr" in result.message
+    assert not (tmp_path / "out").exists()  # refused before any output was made
+    warned = make_config(env["model"], env["data"], tmp_path / "out2", network={"network_alpha": 8},
+                         training={"max_train_epochs": 1})
+    result, events = _run(warned)
+    assert isinstance(result, ev.Finished)
+    assert any(isinstance(e, ev.TrainWarning) and "network_alpha" in e.message for e in events)

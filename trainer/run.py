@@ -307,10 +307,26 @@ class TrainingRun:
         dt = _DTYPES[mp]
         return dt, dt
 
+    def _gate(self, cfg: Any) -> None:
+        """The one validation every run passes, whoever starts it (`kazari train`, the Train screen).
+
+        Errors stop the run before anything loads (a "user" failure); warnings reach the watcher.
+        """
+        from trainer.config.checks import check_config
+        from trainer.config.errors import ConfigError
+
+        issues = check_config(cfg, path=getattr(cfg, "_source", None))
+        if any(i.severity == "error" for i in issues):
+            raise ConfigError(issues, path=getattr(cfg, "_source", None))
+        if self.rank == 0:
+            for issue in issues:
+                self.emit(ev.TrainWarning(str(issue)))
+
     # ----- the run ------------------------------------------------------------------------------------
     def _run(self) -> Any:
         cfg = self.cfg
         t, o, d, out = cfg.training, cfg.optimizer, cfg.dataset, cfg.output
+        self._gate(cfg)
         device = self._device()
         self._device_obj = device
         if device.type == "cuda":
@@ -327,13 +343,6 @@ class TrainingRun:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
-
-        if cfg.model.pretrained_model is None:
-            raise UserError("[model] pretrained_model is not set.",
-                            hint="Point it at an SD1.x .safetensors/.ckpt file or a diffusers folder.")
-        if d.train_data_dir is None:
-            raise UserError("[dataset] train_data_dir is not set.",
-                            hint="Point it at the parent folder of your 10_name image folders.")
 
         self._check_sample_settings()  # a bad preview prompt must fail now, not after the first epoch
         data = DataPipeline.from_config(cfg)
@@ -569,9 +578,6 @@ class TrainingRun:
         from trainer.lora import LoRANetwork
 
         n, o = self.cfg.network, self.cfg.optimizer
-        if n.train_unet_only and n.train_text_encoder_only:
-            raise UserError("[network] train_unet_only and train_text_encoder_only are both true.",
-                            hint="Set at most one of them.")
         self._train_te = not n.train_unet_only and o.text_encoder_lr != 0
         network = LoRANetwork(
             bundle.unet, bundle.text_encoder, dim=n.network_dim, alpha=n.network_alpha, conv_dim=n.conv_dim,
