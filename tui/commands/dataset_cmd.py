@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tagging import captions
-from tagging.dataset import Dataset
+from tagging.dataset import Dataset, check_caption_ext
 from tagging.edits import (
     AddTag,
     Chain,
@@ -32,7 +32,7 @@ from tagging.edits import (
 from tagging.errors import UserError
 from tagging.features import DEFAULT_THRESHOLD, suggest_features
 from tagging.lint import DEFAULT_MIN_SIZE, has_errors, lint
-from tagging.query import filter_keys
+from tagging.query import compile_query, filter_keys
 from tagging.stats import step_counts, tag_frequency
 
 JSON_VERSION = 1
@@ -109,13 +109,15 @@ def _open(args: argparse.Namespace) -> Dataset:
     return Dataset.open(args.root, caption_ext=args.caption_ext, reg_root=args.reg)
 
 
-def _writing(func: Any) -> Any:
+def _writing(func: Any, validate: Any = None) -> Any:
     """Run a writing sub-command holding the dataset lock from load to save (one writer at a time).
 
     The lock is taken before the dataset is read, so a second writer either waits for the first
     to finish and then edits what it wrote, or refuses (LockBusy, exit 2) with nothing changed.
     """
     def run(args: argparse.Namespace) -> int:
+        if validate is not None:
+            validate(args)  # bad arguments fail before anything (even the lock file) is created
         if getattr(args, "dry_run", False):
             return func(args, _open(args))
         _safe_stdout()
@@ -327,14 +329,21 @@ def _print_rows(rows: list[dict[str, Any]], limit: int = 50) -> None:
         print(f"  ... and {len(rows) - limit} more")
 
 
-@_writing
-def _edit(args: argparse.Namespace, ds: Dataset) -> int:
+def _edit_ops(args: argparse.Namespace) -> list[TagOp]:
     ops = _build_ops(args)
     if not ops:
         raise UserError(
             "kazari dataset edit needs at least one edit: --remove, --replace, --drop, --add, --add-front, "
             "--to-front, --to-end, --trigger or --normalize."
         )
+    if args.where:
+        compile_query(args.where)
+    check_caption_ext(args.caption_ext)
+    return ops
+
+
+def _edit_impl(args: argparse.Namespace, ds: Dataset) -> int:
+    ops = _edit_ops(args)
     keys = filter_keys(ds.images, args.where) if args.where else None
     op = ops[0] if len(ops) == 1 else Chain(ops)
     change = ds.apply(op, keys)
@@ -363,6 +372,9 @@ def _edit(args: argparse.Namespace, ds: Dataset) -> int:
     if written:
         print(f"Saved {len(written)} file(s); undo with: kazari dataset undo {args.root}")
     return 0
+
+
+_edit = _writing(_edit_impl, validate=_edit_ops)
 
 
 def _undo_redo(args: argparse.Namespace, ds: Dataset, redo: bool) -> int:
