@@ -1044,7 +1044,8 @@ def _list_dir_names(path: Path) -> list[Path]:
 
 
 def _intent_label(record: dict) -> str:
-    labels = [e.get("change", {}).get("label") or e.get("event") for e in record.get("events", [])]
+    labels = [e.get("change", {}).get("label") or f"{e.get('event')} of step {e.get('id', '?')}"
+              for e in record.get("events", [])]
     labels = [str(x) for x in labels if x]
     text = "; ".join(labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
     return text or "caption writes"
