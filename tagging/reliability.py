@@ -441,3 +441,72 @@ def concurrent_writers(trials: int, workdir: Path, rng: random.Random, n: int = 
         counts["refused_writers"] += r.refused
         counts["both_saved"] += r.codes == (0, 0)
     return dict(counts)
+
+
+# ---- disk full during a caption save -------------------------------------------------------------
+# The trial runs inside `unshare --user --map-root-user --mount`: a private mount namespace where an
+# unprivileged process may mount a small tmpfs that only it sees and that vanishes with it, so
+# nothing on the machine is touched. A filler file leaves a random amount of space free, the save
+# runs out of it at some step, then the filler is removed and the dataset opened again.
+_DISK_FULL_CHILD = """
+import json, os, random, sys
+from pathlib import Path
+from tagging import reliability as r
+from tagging.dataset import Dataset
+from tagging.edits import AddTag
+from tagging.errors import UserError
+mnt, trials, seed = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(seed)
+out = {"trials": 0, "save_failed": 0, "torn_files": 0, "un_undoable": 0, "traceback_errors": 0}
+for i in range(trials):
+    root = mnt / "ds"
+    old = r.make_caption_dataset(root, 40)
+    free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+    keep = rng.randrange(0, 160) * 4096
+    filler = mnt / "filler"
+    try:
+        with open(filler, "wb") as fh:
+            fh.write(b"\\0" * max(0, free - keep))
+    except OSError:
+        pass
+    ds = Dataset.open(root)
+    ds.apply(AddTag(r.NEW_TAG))
+    try:
+        ds.save()
+    except UserError:
+        out["save_failed"] += 1
+    except Exception:
+        out["traceback_errors"] += 1
+    filler.unlink()
+    v = r.judge_after_kill(root, old, "edit")
+    out["trials"] += 1
+    out["torn_files"] += len(v.torn)
+    out["un_undoable"] += v.un_undoable
+    import shutil
+    shutil.rmtree(root)
+print(json.dumps(out))
+"""
+
+
+def disk_full_supported() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@register_family("disk-full")
+def disk_full(trials: int, workdir: Path, rng: random.Random) -> dict[str, int]:
+    if not disk_full_supported():
+        return {"trials": 0, "skipped_no_unshare": 1}
+    import json
+
+    mnt = workdir / "tmpfs"
+    mnt.mkdir(parents=True, exist_ok=True)
+    script = (f"mount -t tmpfs -o size=1m kazari-bench {mnt} && exec {sys.executable} -c \"$0\" "
+              f"{mnt} {trials} {rng.randrange(2**31)}")
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, _DISK_FULL_CHILD],
+                          capture_output=True, text=True, env=_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"disk-full child failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
