@@ -290,6 +290,9 @@ class Dataset:
         self._dirty: set[str] = set()
         self.history_log = History(self.state_dir / "history.jsonl", on_warning=self.warnings.append)
         self._temp_candidates: list[Path] = []
+        # Seconds a write waits for another writer's lock (None: KAZARI_LOCK_WAIT or 5 s). The TUI
+        # uses a short wait: a save on the UI thread must not freeze it for long.
+        self.lock_wait: float | None = None
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
@@ -320,7 +323,7 @@ class Dataset:
 
     def write_lock(self, wait: float | None = None) -> contextlib.AbstractContextManager[object]:
         """Hold the dataset's one-writer lock (nests with ``Dataset.locked``)."""
-        return dataset_lock(self.root, wait=wait)
+        return dataset_lock(self.root, wait=self.lock_wait if wait is None else wait)
 
     @property
     def state_dir(self) -> Path:

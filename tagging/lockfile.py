@@ -155,6 +155,10 @@ class FileLock:
         while not self.try_acquire():
             if time.monotonic() >= deadline:
                 holder = _read_holder(self.path)
+                settle = time.monotonic() + 1.0
+                while holder is None and time.monotonic() < settle:
+                    time.sleep(_POLL_S)  # the holder has the flock but has not written its record yet
+                    holder = _read_holder(self.path)
                 who = holder.describe() if holder else "another process (its record is empty or unreadable)"
                 err = LockBusy(
                     f"{self.what} is being changed by {who}; kazari waited {wait:g} s and changed nothing, "
