@@ -402,6 +402,7 @@ class Dataset:
             log.drop_intent()
             return
         states = []
+        mids = record.get("mids", {})
         for stored, old, new in record["files"]:
             path = self.root / stored if not os.path.isabs(stored) else Path(stored)
             old_b = None if old is None else old.encode("utf-8", "surrogateescape")
@@ -412,13 +413,15 @@ class Dataset:
                 current = None
             except OSError:
                 current = b"\0unreadable"
-            state = "new" if current == new_b else ("old" if current == old_b else "other")
+            earlier = [t.encode("utf-8", "surrogateescape") for t in mids.get(stored, [])]
+            state = "new" if current == new_b else ("old" if current == old_b or current in earlier else "other")
             states.append((path, new_b, state))
         others = [str(p) for p, _, st in states if st == "other"]
         note = (f" {len(others)} caption(s) changed since were left alone: {', '.join(others[:5])}."
                 if others else "")
         label = _intent_label(record)
-        if any(st == "new" for _, _, st in states):
+        # "started": an earlier save of this session wrote its captions but could not log them.
+        if record.get("started") or any(st == "new" for _, _, st in states):
             todo = [(p, b) for p, b, st in states if st == "old"]
             if todo:
                 atomic_write_many(todo)

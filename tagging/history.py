@@ -51,6 +51,9 @@ class History:
         self._loaded = False
         self._on_warning = on_warning
         self.txns: set[str] = set()  # transactions committed to the log (for recovering an intent)
+        # Files of an intent whose commit failed (full disk): carried into the next intent, whose
+        # events still include that save's, so recovery can never roll back captions already written.
+        self._carried: list[tuple[str, str | None, str]] = []
 
     @property
     def intent_path(self) -> Path:
@@ -161,9 +164,19 @@ class History:
         """
         self._ensure()
         txn = uuid.uuid4().hex
-        record = {"txn": txn, "time": time.time(), "pid": os.getpid(), "events": self.pending, "files": files}
+        merged: dict[str, tuple[str, str | None, str]] = {}
+        mids: dict[str, list[str]] = {}  # texts a carried save already wrote, superseded by this one
+        for path, old, new in [*self._carried, *files]:
+            if path in merged:
+                mids.setdefault(path, []).append(merged[path][2])
+                old = merged[path][1]
+            merged[path] = (path, old, new)
+        files = list(merged.values())
+        record = {"txn": txn, "time": time.time(), "pid": os.getpid(), "events": self.pending, "files": files,
+                  "started": bool(self._carried), "mids": mids}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.intent_path, json.dumps(record, ensure_ascii=True))
+        self._carried = files
         return txn
 
     def read_intent(self) -> dict[str, Any] | None:
@@ -181,6 +194,8 @@ class History:
             record["txn"] = str(record["txn"])
             record["events"] = list(record["events"])
             record["files"] = [(str(p), o, str(n)) for p, o, n in record["files"]]
+            record["started"] = bool(record.get("started"))
+            record["mids"] = {str(k): [str(t) for t in v] for k, v in dict(record.get("mids") or {}).items()}
             return record
         except (ValueError, KeyError, TypeError):
             # atomic_write_text never leaves a torn intent; a damaged one was not written by us.
@@ -214,11 +229,13 @@ class History:
         if not self.pending:
             if txn is not None:
                 self.drop_intent()
+                self._carried = []
             return
         self._ensure()
         try:
             self._write_pending(txn or uuid.uuid4().hex)
             self.drop_intent()
+            self._carried = []
         except OSError as err:
             if self._on_warning is not None:
                 self._on_warning(

@@ -384,3 +384,38 @@ def test_lock_is_free_after_a_cli_edit(capsys, small_dataset: Path) -> None:
     with dataset_lock(small_dataset, wait=0):
         pass
     assert (small_dataset / ".kazari" / "lock").read_text() == ""  # released: no holder named
+
+
+def test_a_save_whose_history_append_failed_is_never_rolled_back_later(tmp_path, monkeypatch) -> None:
+    """Full disk at the commit, a second save in the same session, then a kill before its captions."""
+    import errno
+
+    import tagging.history as history
+
+    root = tmp_path / "ds"
+    old = reliability.make_caption_dataset(root, 4)
+    ds = Dataset.open(root)
+    ds.apply(AddTag("first"))
+    real = history.History._write_pending
+
+    def full(self, txn):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(history.History, "_write_pending", full)
+    ds.save()  # captions written; the history append fails (a warning)
+    assert any("Could not write the edit history" in w for w in ds.warnings)
+    monkeypatch.setattr(history.History, "_write_pending", real)
+    ds.apply(AddTag("second"))
+    _crash_at(monkeypatch, "intent")
+    with pytest.raises(_Crash):
+        ds.save()
+    monkeypatch.undo()
+    again = Dataset.open(root)
+    assert any("kazari completed it" in w for w in again.warnings)
+    for name in old:
+        assert (root / "10_kazari" / name).read_text().rstrip("\n").endswith("first, second")
+    assert [c.label for c in again.history] == ["add first (end)", "add second (end)"]
+    again.undo()
+    again.undo()
+    again.save()
+    assert all((root / "10_kazari" / n).read_bytes() == b for n, b in old.items())
