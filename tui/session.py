@@ -16,6 +16,8 @@ from tui.logcapture import LogSink
 from tui.workspace import Workspace
 
 LINT_IN_PROCESS_ABOVE = 500  # images; below this lint is quicker than starting a process
+# A save in the TUI waits this long for another writer (the CLI, a second TUI) before saying who it is.
+TUI_LOCK_WAIT_S = 1.5
 
 
 class LinkedEvent(threading.Event):
@@ -62,6 +64,7 @@ class Session:
         except DatasetError as err:
             self.dataset_error = str(err)
             raise
+        ds.lock_wait = TUI_LOCK_WAIT_S
         self.dataset = ds
         self.dataset_error = None
         return ds
