@@ -164,15 +164,29 @@ def test_latent_cache_is_keyed_by_content_and_reused_from_disk(tmp_path: Path) -
     assert pipe.cache_keys("vae2")[1] != keys[1]
 
 
-def test_cached_latents_do_not_depend_on_encoding_order(tmp_path: Path) -> None:
-    tiny_dataset(tmp_path / "data", n=3)
+def test_cached_latents_do_not_depend_on_batching_or_order(tmp_path: Path) -> None:
+    # Four same-size images: before the fix they were VAE-encoded as one batch of 4, whose output
+    # differs from single-image encodes by ~1e-6, so a cache refilled after a kill was not identical.
+    tiny_dataset(tmp_path / "data", n=4)
     pipe = _pipeline(tmp_path)
     vae = _tiny_vae()
-    a, b = LatentCache("memory"), LatentCache("memory")
-    keys = fill_latent_cache(pipe, a, vae, "v", batch_size=3)
-    fill_latent_cache(pipe, b, vae, "v", batch_size=1)
+    shapes: list[tuple[int, ...]] = []
+    real_encode = vae.encode
+    vae.encode = lambda x: (shapes.append(tuple(x.shape)), real_encode(x))[1]
+    full = LatentCache("memory")
+    keys = fill_latent_cache(pipe, full, vae, "v")
+    assert len(shapes) == 4 and all(s[0] == 1 for s in shapes)  # one image per VAE call
+    # Refill after "a kill" that cached only the 3rd image: the others are encoded in another company.
+    partial = LatentCache("memory")
+    partial.put(keys[2][0], full.get(keys[2][0]))
+    fill_latent_cache(pipe, partial, vae, "v")
     for (k,) in keys:
-        assert torch.allclose(a.get(k), b.get(k), atol=1e-5)
+        assert torch.equal(full.get(k), partial.get(k))
+    # And each equals the image encoded entirely alone.
+    alone = vae.encode(load_pixels(pipe.images[1].path, pipe.images[1].bucket)[None]).latent_dist
+    g = torch.Generator().manual_seed(int(keys[1][0][:15], 16))
+    expect = (alone.mean[0] + alone.std[0] * torch.randn(alone.mean[0].shape, generator=g)) * vae.config.scaling_factor
+    assert torch.equal(full.get(keys[1][0]), expect)
 
 
 def test_flip_loads_the_mirror_image(tmp_path: Path) -> None:

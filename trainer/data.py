@@ -318,12 +318,14 @@ def _seed_from_key(key: str) -> int:
 
 
 def fill_latent_cache(pipe: DataPipeline, cache: LatentCache, vae, vae_id: str, *,
-                      batch_size: int = 4, on_progress: Callable[[int, int, int], None] | None = None,
+                      on_progress: Callable[[int, int, int], None] | None = None,
                       should_stop: Callable[[], bool] | None = None) -> list[tuple[str, ...]]:
     """Encode every image (and mirror) not yet cached; returns the keys per image.
 
-    The posterior sample of each latent is seeded from its key, so the cache content does not depend
-    on the order of encoding, nor on whether it came from disk or was just computed.
+    Each image is encoded alone (a batch of one) and the posterior sample of each latent is seeded
+    from its key, so a cached latent is bit-identical whatever else is encoded, in which order, and
+    whether it came from disk or was just computed: the VAE's output for a batch of 4 differs from
+    single images by ~1e-6 (batched kernels), which made a cache refilled after a kill differ.
     """
     keys = pipe.cache_keys(vae_id)
     todo: list[tuple[int, int]] = []  # (image index, variant)
@@ -338,34 +340,26 @@ def fill_latent_cache(pipe: DataPipeline, cache: LatentCache, vae, vae_id: str, 
     done = reused
     if on_progress:
         on_progress(done, total, reused)
-    # Group by bucket so each VAE call sees equal-sized images.
-    by_bucket: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for i, v in todo:
-        by_bucket.setdefault(pipe.images[i].bucket, []).append((i, v))
-    for group in by_bucket.values():
-        for start in range(0, len(group), batch_size):
-            if should_stop and should_stop():
-                return keys
-            chunk = group[start : start + batch_size]
-            pixels = torch.stack([load_pixels(pipe.images[i].path, pipe.images[i].bucket, v == 1,
-                                              pipe.images[i].resized) for i, v in chunk])
-            with torch.no_grad():
-                dist = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
-            for j, (i, v) in enumerate(chunk):
-                key = keys[i][v]
-                g = torch.Generator(device=dist.mean.device).manual_seed(_seed_from_key(key))
-                noise = torch.randn(dist.mean[j].shape, generator=g, device=dist.mean.device,
-                                    dtype=dist.mean.dtype)
-                latent = (dist.mean[j] + dist.std[j] * noise) * float(vae.config.scaling_factor)
-                if not torch.isfinite(latent).all():
-                    raise UserError(
-                        f"The VAE produced NaN/inf latents for {pipe.images[i].path}.",
-                        hint="This is the classic fp16 VAE overflow: load the VAE in fp32 (no half VAE) "
-                        "or use an fp16-fixed VAE ([model] vae).")
-                cache.put(key, latent.float())
-            done += len(chunk)
-            if on_progress:
-                on_progress(done, total, reused)
+        if should_stop and should_stop():
+            return keys
+        im = pipe.images[i]
+        pixels = load_pixels(im.path, im.bucket, v == 1, im.resized)[None]
+        with torch.no_grad():
+            dist = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
+        key = keys[i][v]
+        g = torch.Generator(device=dist.mean.device).manual_seed(_seed_from_key(key))
+        noise = torch.randn(dist.mean[0].shape, generator=g, device=dist.mean.device, dtype=dist.mean.dtype)
+        latent = (dist.mean[0] + dist.std[0] * noise) * float(vae.config.scaling_factor)
+        if not torch.isfinite(latent).all():
+            raise UserError(
+                f"The VAE produced NaN/inf latents for {im.path}.",
+                hint="This is the classic fp16 VAE overflow: load the VAE in fp32 (no half VAE) "
+                "or use an fp16-fixed VAE ([model] vae).")
+        cache.put(key, latent.float())
+        done += 1
+        if on_progress:
+            on_progress(done, total, reused)
     return keys
 
 

@@ -40,6 +40,13 @@ from trainer import metadata as md
 from trainer.data import DataPipeline, fill_latent_cache, iter_batch_items, load_pixels
 from trainer.latent_cache import LatentCache, vae_fingerprint
 from trainer.optim import build_optimizer, build_scheduler, current_lrs, parse_optimizer_args
+from trainer.resume import (
+    apply_new_hyperparameters,
+    compare_settings,
+    drop_rolling_state,
+    lock_output_dir,
+    settings_of,
+)
 from trainer.state import Counters, capture_rng, load_state, restore_rng, save_state
 from trainer.step import NoiseSchedule, diffusion_loss, set_attention
 
@@ -175,7 +182,13 @@ class TrainingRun:
         log = getattr(self, "_log", None)
         if log is not None and not isinstance(event, (ev.SampleReady, ev.CachingProgress)):
             record = {"event": type(event).__name__, "time": time.time(), **_plain(event)}
-            log.write(json.dumps(record, default=str) + "\n")
+            try:
+                log.write(json.dumps(record, default=str) + "\n")
+            except OSError as exc:  # a full or vanished log disk must not end (or mask the end of) the run
+                self._close_log()
+                self._on_event(ev.TrainWarning(
+                    f"The event log in {self.cfg.logging.logging_dir} cannot be written ({exc.strerror or exc}); "
+                    "training goes on without it."))
         self._on_event(event)
 
     def _open_log(self) -> None:
@@ -226,6 +239,9 @@ class TrainingRun:
             raise
         finally:
             self._teardown_dist()
+            if getattr(self, "_out_lock", None) is not None:
+                self._out_lock.release()
+                self._out_lock = None
         self.result = result
         self.emit(result)
         self._close_log()
@@ -233,9 +249,10 @@ class TrainingRun:
 
     def _close_log(self) -> None:
         log = getattr(self, "_log", None)
+        self._log = None
         if log is not None:
-            log.close()
-            self._log = None
+            with contextlib.suppress(OSError):  # flushing onto a full disk
+                log.close()
 
     # ----- setup helpers ------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -339,6 +356,8 @@ class TrainingRun:
                             hint="Point it at the parent folder of your 10_name image folders.")
 
         self._check_sample_settings()  # a bad preview prompt must fail now, not after the first epoch
+        if self.rank == 0:  # one run per output folder, taken before anything is written there
+            self._out_lock = lock_output_dir(Path(out.output_dir), self.emit)
         data = DataPipeline.from_config(cfg)
         data.seed = seed
 
@@ -547,8 +566,10 @@ class TrainingRun:
             is_last = epoch == t.max_train_epochs
             if not is_last and save_every and epoch % save_every == 0:
                 self._save_lora(ctx, f"{out.output_name}-{epoch:06d}", counters, "epoch")
-                if out.save_state:
-                    self._save_state(ctx, out_dir / f"{out.output_name}-{epoch:06d}-state", counters)
+                # The newest state is always kept (a kill or a TERM resumes from it); save_state keeps
+                # every epoch's too.
+                self._save_state(ctx, out_dir / f"{out.output_name}-{epoch:06d}-state" if out.save_state
+                                 else out_dir / f"{out.output_name}-state", counters)
             if (sample_every and epoch % sample_every == 0) or (is_last and sample_every):
                 self._run_samples(ctx, counters, epoch)
             if self._agree(self._stop.is_set()) and not is_last:
@@ -564,6 +585,8 @@ class TrainingRun:
             final = self._save_lora(ctx, out.output_name, counters, "final")
             if out.save_state:
                 state_dir = self._save_state(ctx, out_dir / f"{out.output_name}-state", counters)
+            elif self.rank == 0:
+                drop_rolling_state(out_dir, out.output_name)  # finished: nothing left to resume
         return ev.Finished(step=counters.step, epoch=counters.epoch, final_path=final,
                            elapsed_s=time.perf_counter() - self._t0, stopped_early=stopped, state_dir=state_dir)
 
@@ -610,12 +633,26 @@ class TrainingRun:
             return None
         save_state(folder, lora_state=ctx.network.state_dict(), optimizer=ctx.optimizer,
                    scheduler=ctx.scheduler, scaler=ctx.scaler, counters=counters, rng=capture_rng(ctx.gens),
-                   extra={"output_name": self.cfg.output.output_name})
+                   extra={"output_name": self.cfg.output.output_name, "settings": settings_of(self.cfg)})
         self.emit(ev.CheckpointSaved(folder, counters.epoch, counters.step, "state"))
         return folder
 
     def _load_resume(self, st, network, optimizer, scheduler, scaler, gens, data: DataPipeline) -> Counters:
-        network.load_weights(st.lora_state)
+        diff = compare_settings(st.info.get("settings"), self.cfg, self.resume_from)
+        if diff.refuse:
+            raise UserError(diff.refuse, path=self.resume_from)
+        for message in diff.warnings:
+            self.emit(ev.TrainWarning(message))
+        new_lrs = [g["lr"] for g in optimizer.param_groups]
+        try:
+            network.load_weights(st.lora_state, source=f"The state in {self.resume_from} (lora.safetensors)")
+        except UserError as exc:  # another network shape: the fix is about --resume, not network_weights
+            raise UserError(
+                f"The state in {self.resume_from} was saved for another network shape than this config's "
+                f"[network] (network_dim {self.cfg.network.network_dim}, conv_dim {self.cfg.network.conv_dim}).",
+                path=self.resume_from,
+                hint="Resume with the [network] settings the state was saved with, or start a fresh run without "
+                "--resume.") from exc
         try:
             optimizer.load_state_dict(st.optimizer)
         except ValueError as exc:
@@ -625,6 +662,8 @@ class TrainingRun:
                 hint="Resume with the same [network] and [optimizer] settings the state was saved with.") from exc
         if st.scheduler is not None:
             scheduler.load_state_dict(st.scheduler)
+        apply_new_hyperparameters(optimizer, scheduler, new_lrs, parse_optimizer_args(self.cfg.optimizer.optimizer_args),
+                                  diff.changed)
         if st.scaler is not None and scaler.is_enabled():
             scaler.load_state_dict(st.scaler)
         restore_rng(st.rng, gens)
