@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 from test_train_support import make_config, tiny_dataset, write_images
 
+from tagging.errors import DatasetError
 from trainer.data import (
     CaptionOptions,
     DataPipeline,
@@ -220,3 +222,52 @@ def test_exif_rotated_photo_gets_the_bucket_of_its_upright_shape(tmp_path: Path)
     assert bh > bw  # portrait bucket, so the upright image is not squashed
     pixels = load_pixels(im.path, im.bucket, resized=im.resized)
     assert pixels.shape == (3, bh, bw)
+
+
+def test_damaged_images_are_left_out_with_a_warning_naming_each(tmp_path: Path) -> None:
+    tiny_dataset(tmp_path / "data", n=3)
+    folder = tmp_path / "data" / "1_kazari"
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "garbage.png").write_bytes(b"not a png at all" * 20)
+    good = (folder / "000.png").read_bytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])  # header fine, pixels cut off
+    (folder / "001.txt").unlink()
+    (folder / "001.txt").mkdir()  # a caption that is a folder
+    pipe = _pipeline(tmp_path)
+    assert sorted(im.path.name for im in pipe.images) == ["000.png", "001.png", "002.png"]
+    for name in ("empty.png", "garbage.png", "truncated.png"):
+        assert sum(str(folder / name) in w and "left out of training" in w for w in pipe.warnings) == 1, pipe.warnings
+    assert any(str(folder / "001.txt") in w and "not a regular file" in w for w in pipe.warnings)
+    pipe.reload_captions()  # every remaining image loads: nothing can abort the run later
+    for im in pipe.images:
+        load_pixels(im.path, im.bucket)
+
+
+def test_a_dataset_of_only_damaged_images_names_one(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "1_kazari"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(DatasetError, match="a.png"):
+        _pipeline(tmp_path)
+
+
+def test_a_caption_fifo_does_not_block_caption_loading(tmp_path: Path) -> None:
+    import threading
+
+    from trainer.data import TrainImage
+
+    write_images(tmp_path / "img", {"x.png": None})
+    fifo = tmp_path / "img" / "x.txt"
+    os.mkfifo(fifo)
+    im = TrainImage(key="1_k/x.png", path=tmp_path / "img" / "x.png", caption_path=fifo, folder="1_k",
+                    trigger="kazari", repeats=1, is_reg=False, size=(64, 64), bucket=(64, 64))
+    pipe = DataPipeline([im], batch_size=1, seed=0)
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (pipe.reload_captions(), done.set()), daemon=True)
+    worker.start()
+    worker.join(30)
+    if not done.is_set():  # unblock the reader so the test process can exit, then fail
+        with open(fifo, "w") as fh:
+            fh.write("x")
+        pytest.fail("reading a FIFO caption blocked")
+    assert pipe.raw_tags(0) == ["kazari"]

@@ -107,6 +107,22 @@ def oriented_size(path: Path, size: tuple[int, int]) -> tuple[int, int]:
     return (size[1], size[0]) if turned else size
 
 
+def decode_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be decoded to the end (truncated, damaged, a decompression bomb), or None."""
+    try:
+        if not path.is_file():
+            return "it is not a regular file"
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft("RGB", (64, 64))  # scaled decode: still reads the whole stream, 8x faster
+            im.load()
+    except Image.DecompressionBombError as exc:
+        return f"it is too large to decode safely ({exc})"
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for truncated/garbage data
+        return f"it cannot be decoded ({exc})"
+    return None
+
+
 def resize_cover_crop(img: Image.Image, bucket: tuple[int, int],
                       resized: tuple[int, int] | None = None) -> Image.Image:
     """Scale so the image covers the bucket, then centre-crop the overflow (sd-scripts' trim).
@@ -164,6 +180,7 @@ class DataPipeline:
         self.prior_loss_weight = float(prior_loss_weight)
         self.root = root
         self._tags: dict[str, list[str]] = {}
+        self.warnings: list[str] = []  # images left out / captions not used, one sentence each
 
     # ----- construction from a config -----------------------------------------------------------
     @classmethod
@@ -188,11 +205,22 @@ class DataPipeline:
         # Same balancing as the derived step counts show (sd-scripts' round-robin).
         reg_rep = balanced_reg_repeats([f.repeats for _, f in reg], num_train)
         images: list[TrainImage] = []
+        warnings: list[str] = []
         for i, (it, f) in enumerate(train + reg):
             is_reg = i >= len(train)
             repeats = reg_rep[i - len(train)] if is_reg else f.repeats
-            if repeats <= 0 or tuple(it.size) == (0, 0):  # (0, 0): unreadable header, lint reports it
+            if repeats <= 0:
                 continue
+            # Checked now, not when its first batch comes: a damaged image must not end the run mid-way.
+            problem = "its header cannot be read" if tuple(it.size) == (0, 0) else decode_problem(Path(it.path))
+            if problem:
+                warnings.append(f"{it.path} is left out of training: {problem}. Re-save it as PNG/JPEG or move it "
+                                "out of the dataset (`kazari dataset lint` lists such files).")
+                continue
+            cap = Path(it.caption_path) if it.caption_path else None
+            if cap is not None and (cap.exists() or cap.is_symlink()) and not cap.is_file():
+                warnings.append(f"The caption {cap} is not a regular file (a folder, a FIFO or a broken link); "
+                                f"{it.path} trains with its folder's class tokens only. Replace it with a text file.")
             size = oriented_size(Path(it.path), tuple(it.size))
             place = bucket_set.place(*size)
             images.append(TrainImage(
@@ -201,10 +229,15 @@ class DataPipeline:
                 trigger=getattr(f, "class_tokens", "") or f.trigger or "", repeats=repeats, is_reg=is_reg,
                 size=size,
                 bucket=place.bucket, resized=place.resized, folder_repeats=f.repeats))
+        if not images and warnings:
+            raise DatasetError(f"No training image of {d.train_data_dir} can be read: {warnings[0]}",
+                               path=d.train_data_dir)
         opts = CaptionOptions(d.shuffle_caption, d.keep_tokens, d.caption_dropout_rate,
                               d.caption_dropout_every_n_epochs or 0, d.caption_tag_dropout_rate)
-        return cls(images, batch_size=cfg.training.train_batch_size, seed=cfg.training.seed or 0,
+        pipe = cls(images, batch_size=cfg.training.train_batch_size, seed=cfg.training.seed or 0,
                    captions=opts, flip_aug=d.flip_aug, prior_loss_weight=d.prior_loss_weight, root=ds.root)
+        pipe.warnings = warnings
+        return pipe
 
     # ----- counts ---------------------------------------------------------------------------------
     @property
@@ -243,7 +276,9 @@ class DataPipeline:
 
     # ----- captions ---------------------------------------------------------------------------------
     def reload_captions(self) -> None:
-        """Read every caption file again (called at each epoch start)."""
+        """Read every caption file again (called at each epoch start).
+
+        Only regular files are read: opening a FIFO would block the run forever."""
         tags: dict[str, list[str]] = {}
         for im in self.images:
             if im.caption_path is not None and im.caption_path.is_file():

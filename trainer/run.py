@@ -420,6 +420,8 @@ class TrainingRun:
             num_reg_images=data.num_reg_images, images_per_epoch=data.images_per_epoch,
             batch_size=t.train_batch_size, gradient_accumulation_steps=accum, start_step=counters.step,
             start_epoch=counters.epoch, device=str(device), output_dir=out_dir, world_size=self.world_size))
+        for message in data.warnings:  # damaged images left out, captions that are not files
+            self.emit(ev.TrainWarning(message))
         if moved_aside is not None:
             self.emit(ev.TrainWarning(
                 f"{out_dir} already held checkpoints named {out.output_name!r} from an earlier run; they were "
