@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 from test_train_support import make_config, tiny_dataset, write_images
 
+from tagging.errors import DatasetError
 from trainer.data import (
     CaptionOptions,
     DataPipeline,
@@ -164,15 +166,29 @@ def test_latent_cache_is_keyed_by_content_and_reused_from_disk(tmp_path: Path) -
     assert pipe.cache_keys("vae2")[1] != keys[1]
 
 
-def test_cached_latents_do_not_depend_on_encoding_order(tmp_path: Path) -> None:
-    tiny_dataset(tmp_path / "data", n=3)
+def test_cached_latents_do_not_depend_on_batching_or_order(tmp_path: Path) -> None:
+    # Four same-size images: before the fix they were VAE-encoded as one batch of 4, whose output
+    # differs from single-image encodes by ~1e-6, so a cache refilled after a kill was not identical.
+    tiny_dataset(tmp_path / "data", n=4)
     pipe = _pipeline(tmp_path)
     vae = _tiny_vae()
-    a, b = LatentCache("memory"), LatentCache("memory")
-    keys = fill_latent_cache(pipe, a, vae, "v", batch_size=3)
-    fill_latent_cache(pipe, b, vae, "v", batch_size=1)
+    shapes: list[tuple[int, ...]] = []
+    real_encode = vae.encode
+    vae.encode = lambda x: (shapes.append(tuple(x.shape)), real_encode(x))[1]
+    full = LatentCache("memory")
+    keys = fill_latent_cache(pipe, full, vae, "v")
+    assert len(shapes) == 4 and all(s[0] == 1 for s in shapes)  # one image per VAE call
+    # Refill after "a kill" that cached only the 3rd image: the others are encoded in another company.
+    partial = LatentCache("memory")
+    partial.put(keys[2][0], full.get(keys[2][0]))
+    fill_latent_cache(pipe, partial, vae, "v")
     for (k,) in keys:
-        assert torch.allclose(a.get(k), b.get(k), atol=1e-5)
+        assert torch.equal(full.get(k), partial.get(k))
+    # And each equals the image encoded entirely alone.
+    alone = vae.encode(load_pixels(pipe.images[1].path, pipe.images[1].bucket)[None]).latent_dist
+    g = torch.Generator().manual_seed(int(keys[1][0][:15], 16))
+    expect = (alone.mean[0] + alone.std[0] * torch.randn(alone.mean[0].shape, generator=g)) * vae.config.scaling_factor
+    assert torch.equal(full.get(keys[1][0]), expect)
 
 
 def test_flip_loads_the_mirror_image(tmp_path: Path) -> None:
@@ -236,3 +252,52 @@ def test_promised_batches_are_the_batches_run(tmp_path: Path) -> None:
     phone = next(im for im in pipeline.images if im.key.endswith("phone.jpg"))
     assert phone.bucket == (64, 192)  # a portrait bucket, in both the plan and the figures
     assert figures.buckets.get(phone.bucket) == 3
+
+
+def test_damaged_images_are_left_out_with_a_warning_naming_each(tmp_path: Path) -> None:
+    tiny_dataset(tmp_path / "data", n=3)
+    folder = tmp_path / "data" / "1_kazari"
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "garbage.png").write_bytes(b"not a png at all" * 20)
+    good = (folder / "000.png").read_bytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])  # header fine, pixels cut off
+    (folder / "001.txt").unlink()
+    (folder / "001.txt").mkdir()  # a caption that is a folder
+    pipe = _pipeline(tmp_path)
+    assert sorted(im.path.name for im in pipe.images) == ["000.png", "001.png", "002.png"]
+    for name in ("empty.png", "garbage.png", "truncated.png"):
+        assert sum(str(folder / name) in w and "left out of training" in w for w in pipe.warnings) == 1, pipe.warnings
+    assert any(str(folder / "001.txt") in w and "not a regular file" in w for w in pipe.warnings)
+    pipe.reload_captions()  # every remaining image loads: nothing can abort the run later
+    for im in pipe.images:
+        load_pixels(im.path, im.bucket)
+
+
+def test_a_dataset_of_only_damaged_images_names_one(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "1_kazari"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(DatasetError, match="a.png"):
+        _pipeline(tmp_path)
+
+
+def test_a_caption_fifo_does_not_block_caption_loading(tmp_path: Path) -> None:
+    import threading
+
+    from trainer.data import TrainImage
+
+    write_images(tmp_path / "img", {"x.png": None})
+    fifo = tmp_path / "img" / "x.txt"
+    os.mkfifo(fifo)
+    im = TrainImage(key="1_k/x.png", path=tmp_path / "img" / "x.png", caption_path=fifo, folder="1_k",
+                    trigger="kazari", repeats=1, is_reg=False, size=(64, 64), bucket=(64, 64))
+    pipe = DataPipeline([im], batch_size=1, seed=0)
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (pipe.reload_captions(), done.set()), daemon=True)
+    worker.start()
+    worker.join(30)
+    if not done.is_set():  # unblock the reader so the test process can exit, then fail
+        with open(fifo, "w") as fh:
+            fh.write("x")
+        pytest.fail("reading a FIFO caption blocked")
+    assert pipe.raw_tags(0) == ["kazari"]

@@ -59,7 +59,9 @@ def test_events_files_and_metadata(env, tmp_path: Path) -> None:
     assert step_idx[1] < ends[0] < step_idx[2] and step_idx[3] < ends[1]
     saved = [e for e in events if isinstance(e, ev.CheckpointSaved)]
     assert [(s.path.name, s.kind, s.epoch, s.step) for s in saved] == [
-        ("t-000001.safetensors", "epoch", 1, 2), ("t.safetensors", "final", 2, 4)]
+        ("t-000001.safetensors", "epoch", 1, 2), ("t-state", "state", 1, 2), ("t.safetensors", "final", 2, 4)]
+    # The newest state is kept while the run can be resumed; a finished run (save_state off) drops it.
+    assert not (tmp_path / "out" / "t-state").exists()
     assert result.final_path == tmp_path / "out" / "t.safetensors" and result.step == 4
 
     # The file: kohya keys for U-Net (192) and text encoder (72) modules, fp32 as asked, ss_* metadata.
@@ -223,7 +225,7 @@ def test_disk_full_at_save_keeps_previous_checkpoint(env, tmp_path: Path, monkey
     assert isinstance(result, ev.Failed) and result.kind == "disk"
     assert "disk is full" in result.message and "t-000001.safetensors" in result.message
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert files == ["t-000001.safetensors"]
+    assert files == ["t-000001.safetensors", "t-state"]  # the lock is released: no .kazari-train.lock
 
 
 def test_oom_is_reported_with_settings_to_lower(env, tmp_path: Path, monkeypatch) -> None:

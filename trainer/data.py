@@ -73,6 +73,22 @@ def process_caption(tags: list[str], opts: CaptionOptions, rng: random.Random, e
     return ", ".join(tags)
 
 
+def decode_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be decoded to the end (truncated, damaged, a decompression bomb), or None."""
+    try:
+        if not path.is_file():
+            return "it is not a regular file"
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft("RGB", (64, 64))  # scaled decode: still reads the whole stream, 8x faster
+            im.load()
+    except Image.DecompressionBombError as exc:
+        return f"it is too large to decode safely ({exc})"
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for truncated/garbage data
+        return f"it cannot be decoded ({exc})"
+    return None
+
+
 def resize_cover_crop(img: Image.Image, bucket: tuple[int, int],
                       resized: tuple[int, int] | None = None) -> Image.Image:
     """Scale so the image covers the bucket, then centre-crop the overflow (sd-scripts' trim).
@@ -130,6 +146,7 @@ class DataPipeline:
         self.prior_loss_weight = float(prior_loss_weight)
         self.root = root
         self._tags: dict[str, list[str]] = {}
+        self.warnings: list[str] = []  # images left out / captions not used, one sentence each
 
     # ----- construction from a config -----------------------------------------------------------
     @classmethod
@@ -144,17 +161,31 @@ class DataPipeline:
             raise DatasetError(
                 f"No training images found under {d.train_data_dir}.", path=d.train_data_dir,
                 hint="train_data_dir must be the parent of folders named like 10_name holding images.")
-        plan = plan_epoch(cfg, ds)  # the same plan the promised step counts come from
-        images = [TrainImage(
-            key=p.item.key, path=Path(p.item.path),
-            caption_path=Path(p.item.caption_path) if p.item.caption_path else None, folder=p.folder.name,
-            trigger=getattr(p.folder, "class_tokens", "") or p.folder.trigger or "", repeats=p.repeats,
-            is_reg=p.is_reg, size=p.size, bucket=p.placement.bucket, resized=p.placement.resized,
-            folder_repeats=p.folder.repeats) for p in plan.images]
+        # The same plan the promised step counts come from; here damaged images are found too
+        # (decoded now, not when their first batch comes: they must not end the run mid-way).
+        plan = plan_epoch(cfg, ds, decode_check=decode_problem)
+        warnings = [f"{it.path} is left out of training: {why}. Re-save it as PNG/JPEG or move it out of "
+                    "the dataset (`kazari dataset lint` lists such files)." for it, why in plan.left_out]
+        images: list[TrainImage] = []
+        for p in plan.images:
+            it, f = p.item, p.folder
+            cap = Path(it.caption_path) if it.caption_path else None
+            if cap is not None and (cap.exists() or cap.is_symlink()) and not cap.is_file():
+                warnings.append(f"The caption {cap} is not a regular file (a folder, a FIFO or a broken link); "
+                                f"{it.path} trains with its folder's class tokens only. Replace it with a text file.")
+            images.append(TrainImage(
+                key=it.key, path=Path(it.path), caption_path=cap, folder=f.name,
+                trigger=getattr(f, "class_tokens", "") or f.trigger or "", repeats=p.repeats, is_reg=p.is_reg,
+                size=p.size, bucket=p.placement.bucket, resized=p.placement.resized, folder_repeats=f.repeats))
+        if not images and warnings:
+            raise DatasetError(f"No training image of {d.train_data_dir} can be read: {warnings[0]}",
+                               path=d.train_data_dir)
         opts = CaptionOptions(d.shuffle_caption, d.keep_tokens, d.caption_dropout_rate,
                               d.caption_dropout_every_n_epochs or 0, d.caption_tag_dropout_rate)
-        return cls(images, batch_size=cfg.training.train_batch_size, seed=cfg.training.seed or 0,
+        pipe = cls(images, batch_size=cfg.training.train_batch_size, seed=cfg.training.seed or 0,
                    captions=opts, flip_aug=d.flip_aug, prior_loss_weight=d.prior_loss_weight, root=ds.root)
+        pipe.warnings = warnings
+        return pipe
 
     # ----- counts ---------------------------------------------------------------------------------
     @property
@@ -193,7 +224,9 @@ class DataPipeline:
 
     # ----- captions ---------------------------------------------------------------------------------
     def reload_captions(self) -> None:
-        """Read every caption file again (called at each epoch start)."""
+        """Read every caption file again (called at each epoch start).
+
+        Only regular files are read: opening a FIFO would block the run forever."""
         tags: dict[str, list[str]] = {}
         for im in self.images:
             if im.caption_path is not None and im.caption_path.is_file():
@@ -268,12 +301,14 @@ def _seed_from_key(key: str) -> int:
 
 
 def fill_latent_cache(pipe: DataPipeline, cache: LatentCache, vae, vae_id: str, *,
-                      batch_size: int = 4, on_progress: Callable[[int, int, int], None] | None = None,
+                      on_progress: Callable[[int, int, int], None] | None = None,
                       should_stop: Callable[[], bool] | None = None) -> list[tuple[str, ...]]:
     """Encode every image (and mirror) not yet cached; returns the keys per image.
 
-    The posterior sample of each latent is seeded from its key, so the cache content does not depend
-    on the order of encoding, nor on whether it came from disk or was just computed.
+    Each image is encoded alone (a batch of one) and the posterior sample of each latent is seeded
+    from its key, so a cached latent is bit-identical whatever else is encoded, in which order, and
+    whether it came from disk or was just computed: the VAE's output for a batch of 4 differs from
+    single images by ~1e-6 (batched kernels), which made a cache refilled after a kill differ.
     """
     keys = pipe.cache_keys(vae_id)
     todo: list[tuple[int, int]] = []  # (image index, variant)
@@ -288,34 +323,26 @@ def fill_latent_cache(pipe: DataPipeline, cache: LatentCache, vae, vae_id: str, 
     done = reused
     if on_progress:
         on_progress(done, total, reused)
-    # Group by bucket so each VAE call sees equal-sized images.
-    by_bucket: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for i, v in todo:
-        by_bucket.setdefault(pipe.images[i].bucket, []).append((i, v))
-    for group in by_bucket.values():
-        for start in range(0, len(group), batch_size):
-            if should_stop and should_stop():
-                return keys
-            chunk = group[start : start + batch_size]
-            pixels = torch.stack([load_pixels(pipe.images[i].path, pipe.images[i].bucket, v == 1,
-                                              pipe.images[i].resized) for i, v in chunk])
-            with torch.no_grad():
-                dist = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
-            for j, (i, v) in enumerate(chunk):
-                key = keys[i][v]
-                g = torch.Generator(device=dist.mean.device).manual_seed(_seed_from_key(key))
-                noise = torch.randn(dist.mean[j].shape, generator=g, device=dist.mean.device,
-                                    dtype=dist.mean.dtype)
-                latent = (dist.mean[j] + dist.std[j] * noise) * float(vae.config.scaling_factor)
-                if not torch.isfinite(latent).all():
-                    raise UserError(
-                        f"The VAE produced NaN/inf latents for {pipe.images[i].path}.",
-                        hint="This is the classic fp16 VAE overflow: load the VAE in fp32 (no half VAE) "
-                        "or use an fp16-fixed VAE ([model] vae).")
-                cache.put(key, latent.float())
-            done += len(chunk)
-            if on_progress:
-                on_progress(done, total, reused)
+        if should_stop and should_stop():
+            return keys
+        im = pipe.images[i]
+        pixels = load_pixels(im.path, im.bucket, v == 1, im.resized)[None]
+        with torch.no_grad():
+            dist = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
+        key = keys[i][v]
+        g = torch.Generator(device=dist.mean.device).manual_seed(_seed_from_key(key))
+        noise = torch.randn(dist.mean[0].shape, generator=g, device=dist.mean.device, dtype=dist.mean.dtype)
+        latent = (dist.mean[0] + dist.std[0] * noise) * float(vae.config.scaling_factor)
+        if not torch.isfinite(latent).all():
+            raise UserError(
+                f"The VAE produced NaN/inf latents for {im.path}.",
+                hint="This is the classic fp16 VAE overflow: load the VAE in fp32 (no half VAE) "
+                "or use an fp16-fixed VAE ([model] vae).")
+        cache.put(key, latent.float())
+        done += 1
+        if on_progress:
+            on_progress(done, total, reused)
     return keys
 
 

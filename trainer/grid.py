@@ -24,6 +24,7 @@ API (stable)::
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -132,6 +133,19 @@ def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
 
 
+def check_weights(weights: Sequence[float]) -> list[float]:
+    """LoRA weights for the grid's columns: at least one, each a finite number (NaN renders black
+    cells and is not valid JSON)."""
+    out = [float(w) for w in weights]
+    if not out:
+        raise UserError("The grid needs at least one weight.", hint="For example --weights 0,0.5,1.")
+    bad = [w for w in out if not math.isfinite(w)]
+    if bad:
+        raise UserError(f"--weights {','.join(f'{w:g}' for w in out)}: {bad[0]:g} is not a finite number.",
+                        hint="Give LoRA weights as plain numbers, e.g. --weights 0,0.4,0.6,0.8,1.")
+    return out
+
+
 def build_grid(
     bundle: SD1Bundle,
     loras: Path | str | Sequence[Path | str] | Sequence[tuple[str, Path]],
@@ -150,9 +164,7 @@ def build_grid(
     """Render the epoch x weight grid; see the module docstring for files and semantics."""
     rows = _resolve_loras(loras, output_name)
     specs = _resolve_prompts(prompts, steps)
-    weights = [float(w) for w in weights]
-    if not weights:
-        raise UserError("The grid needs at least one weight.", hint="For example --weights 0,0.5,1.")
+    weights = check_weights(weights)
     seed_list = [int(s) for s in (seeds or [specs[0].seed if specs[0].seed is not None else 1234])]
     out = Path(out_dir) if out_dir is not None else None
     result = GridResult(
@@ -330,4 +342,4 @@ def _assemble(result: GridResult, out: Path | None) -> None:
     }
     result.index_path = out / "index.json"
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(result.index_path, json.dumps(index, indent=1) + "\n")
+    atomic_write_text(result.index_path, json.dumps(index, indent=1, allow_nan=False) + "\n")

@@ -126,6 +126,65 @@ def build_optimizer(
     raise AssertionError(name)  # pragma: no cover - canonical_optimizer_name covers every name
 
 
+def _optimizer_class(name: str):
+    """The optimizer's class, or None when its optional package is not installed."""
+    import importlib
+    import importlib.util
+
+    where = {"AdamW": ("torch.optim", "AdamW"), "SGD": ("torch.optim", "SGD"), "SGDNesterov": ("torch.optim", "SGD"),
+             "Lion": ("lion_pytorch", "Lion"), "AdamW8bit": ("bitsandbytes.optim", "AdamW8bit"),
+             "Lion8bit": ("bitsandbytes.optim", "Lion8bit"), "Prodigy": ("prodigyopt", "Prodigy")}[name]
+    if importlib.util.find_spec(where[0].split(".")[0]) is None:
+        return None
+    try:
+        return getattr(importlib.import_module(where[0]), where[1])
+    except Exception:  # a broken optional install: build_optimizer reports it at train time
+        return None
+
+
+def optimizer_arg_problems(optimizer_type: str, optimizer_args: dict[str, Any] | Iterable[str] | None) -> list[str]:
+    """What is wrong with ``optimizer_args`` for this optimizer, checked against its constructor's
+    signature: unknown names (with a close match) and values of the wrong type (against the default).
+    Empty when fine, or when the optimizer's package is missing (nothing to check against)."""
+    import difflib
+    import inspect
+
+    kwargs = parse_optimizer_args(optimizer_args)
+    if not kwargs:
+        return []
+    name = canonical_optimizer_name(optimizer_type)
+    cls = _optimizer_class(name)
+    if cls is None:
+        return []
+    params = {k: v for k, v in inspect.signature(cls.__init__).parameters.items()
+              if k not in ("self", "params") and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)}
+    problems = []
+    for key, value in kwargs.items():
+        if key == "lr":
+            problems.append("`lr` is set by [optimizer] learning_rate / unet_lr / text_encoder_lr, not optimizer_args")
+            continue
+        if key not in params:
+            close = difflib.get_close_matches(key, list(params), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{name} has no argument `{key}`{hint}; it accepts {', '.join(p for p in params if p != 'lr')}")
+            continue
+        default = params[key].default
+        if default is inspect.Parameter.empty or default is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, tuple):
+            ok = (isinstance(value, (list, tuple)) and len(value) == len(default)
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+        else:
+            ok = True
+        if not ok:
+            problems.append(f"`{key} = {value!r}` has the wrong type for {name} (its default is {default!r})")
+    return problems
+
+
 # --- schedules -------------------------------------------------------------------------------
 # Each returns the multiplier of the base lr at `step` (0-based count of scheduler steps done).
 

@@ -14,6 +14,7 @@ rules follow sd-scripts (``library/train_util.py``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ class PlannedImage:
 @dataclass(frozen=True)
 class EpochPlan:
     images: list[PlannedImage]  # only images that train (repeats > 0)
-    unreadable: list[Any]  # ImageItems left out because their size could not be read
+    left_out: list[tuple[Any, str]]  # (ImageItem, why) for images that cannot be used
     buckets: BucketSet
     num_train_samples: int  # training images x repeats
     reg_unused: bool  # more regularisation samples than training samples: some never train
@@ -84,20 +85,28 @@ def oriented_size(path: Path, size: tuple[int, int]) -> tuple[int, int]:
     return (size[1], size[0]) if turned else size
 
 
-def _usable(item: Any) -> bool:
-    return min(item.size) > 0  # (0, 0): the header could not be read (lint reports why)
+def plan_epoch(cfg: Any, dataset: Any, *, decode_check: Callable[[Path], str | None] | None = None
+               ) -> EpochPlan:
+    """The epoch plan of ``cfg`` (a TrainConfig) on ``dataset`` (a ``tagging.dataset.Dataset``).
 
-
-def plan_epoch(cfg: Any, dataset: Any) -> EpochPlan:
-    """The epoch plan of ``cfg`` (a TrainConfig) on ``dataset`` (a ``tagging.dataset.Dataset``)."""
+    An image whose header cannot be read is always left out. ``decode_check`` (path -> why it
+    cannot be decoded, or None) also leaves out images damaged further in: the trainer passes
+    it, because a truncated image must not end a run mid-way; the live figures skip that cost.
+    """
     buckets = BucketSet.for_config(cfg)
-    unreadable: list[Any] = []
+    left_out: list[tuple[Any, str]] = []
     train: list[tuple[Any, Any]] = []
     reg: list[tuple[Any, Any]] = []
     for folders, into in ((dataset.folders, train), (getattr(dataset, "reg_folders", []), reg)):
         for folder in folders:
             for item in folder.images:
-                (into if _usable(item) else unreadable).append((item, folder))
+                why = "its header cannot be read" if min(item.size) <= 0 else None
+                if why is None and decode_check is not None:
+                    why = decode_check(Path(item.path))
+                if why is None:
+                    into.append((item, folder))
+                else:
+                    left_out.append((item, why))
     num_train = sum(folder.repeats for _, folder in train)
     reg_repeats = balanced_reg_repeats([folder.repeats for _, folder in reg], num_train)
     images: list[PlannedImage] = []
@@ -109,6 +118,6 @@ def plan_epoch(cfg: Any, dataset: Any) -> EpochPlan:
         size = oriented_size(Path(item.path), tuple(item.size))
         images.append(PlannedImage(item, folder, repeats, is_reg, size, buckets.place(*size)))
     return EpochPlan(
-        images=images, unreadable=[it for it, _ in unreadable], buckets=buckets, num_train_samples=num_train,
+        images=images, left_out=left_out, buckets=buckets, num_train_samples=num_train,
         reg_unused=bool(reg) and sum(f.repeats for _, f in reg) > num_train,
     )

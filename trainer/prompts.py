@@ -9,7 +9,7 @@ API (stable)::
     spec.to_line()                                            # back to the sd-scripts syntax
 
 Options (sd-scripts ``line_to_prompt_dict``): ``--n`` negative prompt, ``--w``/``--h`` size (rounded
-down to a multiple of 8, at least 64), ``--s`` steps (1..1000), ``--l`` CFG scale, ``--d`` seed,
+down to a multiple of 8, at least 64, at most 2048), ``--s`` steps (1..1000), ``--l`` CFG scale, ``--d`` seed,
 ``--ss`` sampler, ``--am`` LoRA multiplier (``--cn``/``--f``/``--g``/``--fs``, meant for other
 model families, are skipped). Options are split on `` --``; text before the first one is
 the prompt. Lines that are empty or start with ``#`` are skipped in files and lists. Defaults follow
@@ -69,6 +69,17 @@ _OPTIONS: dict[str, tuple[str, str]] = {
 _IGNORED = {"cn", "f", "g", "fs"}
 
 
+# Largest preview side: SD1 is trained at 512, and the VAE decode alone needs ~0.75 GiB per megapixel
+# (fp32 activations), so 100000 px (a typo) would run for hours or fail out of memory.
+MAX_SIZE = 2048
+
+
+def decode_memory_gib(width: int, height: int) -> float:
+    """Rough peak memory of the SD VAE decoding one ``width`` x ``height`` image (128-channel fp32
+    activations at full size, about three alive at once)."""
+    return width * height * 128 * 4 * 3 / 2**30
+
+
 def _fail(where: str, msg: str) -> UserError:
     return UserError(
         f"{where}: {msg}.".lstrip(": "),
@@ -106,6 +117,10 @@ def parse_prompt_line(line: str, defaults: PromptSpec | None = None, where: str 
                 values[field] = max(1, min(1000, int(arg)))
             else:  # size: SD needs multiples of 8 (the VAE factor); sd-scripts rounds down the same way
                 values[field] = max(64, int(arg) - int(arg) % 8)
+                if values[field] > MAX_SIZE:
+                    raise _fail(where, f"`--{opt} {arg}` is too large: at most {MAX_SIZE} pixels a side (SD1 "
+                                f"works at 512-768; one {arg}x512 image needs about "
+                                f"{decode_memory_gib(int(arg), 512):.0f} GiB of memory to decode)")
         except ValueError:
             raise _fail(where, f"`--{opt} {arg}` needs a {'number' if kind != 'int' else 'whole number'}") from None
     if not prompt:

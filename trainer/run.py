@@ -41,6 +41,13 @@ from trainer.data import DataPipeline, fill_latent_cache, iter_batch_items, load
 from trainer.device import resolve_device
 from trainer.latent_cache import LatentCache, vae_fingerprint
 from trainer.optim import build_optimizer, build_scheduler, current_lrs, parse_optimizer_args
+from trainer.resume import (
+    apply_new_hyperparameters,
+    compare_settings,
+    drop_rolling_state,
+    lock_output_dir,
+    settings_of,
+)
 from trainer.state import Counters, capture_rng, load_state, restore_rng, save_state
 from trainer.step import NoiseSchedule, diffusion_loss, set_attention
 
@@ -177,7 +184,13 @@ class TrainingRun:
         log = getattr(self, "_log", None)
         if log is not None and not isinstance(event, (ev.SampleReady, ev.CachingProgress)):
             record = {"event": type(event).__name__, "time": time.time(), **_plain(event)}
-            log.write(json.dumps(record, default=str) + "\n")
+            try:
+                log.write(json.dumps(record, default=str) + "\n")
+            except OSError as exc:  # a full or vanished log disk must not end (or mask the end of) the run
+                self._close_log()
+                self._on_event(ev.TrainWarning(
+                    f"The event log in {self.cfg.logging.logging_dir} cannot be written ({exc.strerror or exc}); "
+                    "training goes on without it."))
         self._on_event(event)
 
     def _open_log(self) -> None:
@@ -228,6 +241,9 @@ class TrainingRun:
             raise
         finally:
             self._teardown_dist()
+            if getattr(self, "_out_lock", None) is not None:
+                self._out_lock.release()
+                self._out_lock = None
         self.result = result
         self.emit(result)
         self._close_log()
@@ -235,9 +251,10 @@ class TrainingRun:
 
     def _close_log(self) -> None:
         log = getattr(self, "_log", None)
+        self._log = None
         if log is not None:
-            log.close()
-            self._log = None
+            with contextlib.suppress(OSError):  # flushing onto a full disk
+                log.close()
 
     # ----- setup helpers ------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -345,6 +362,8 @@ class TrainingRun:
         torch.manual_seed(seed)
 
         self._check_sample_settings()  # a bad preview prompt must fail now, not after the first epoch
+        if self.rank == 0:  # one run per output folder, taken before anything is written there
+            self._out_lock = lock_output_dir(Path(out.output_dir), self.emit)
         data = DataPipeline.from_config(cfg)
         data.seed = seed
 
@@ -405,6 +424,8 @@ class TrainingRun:
             num_reg_images=data.num_reg_images, images_per_epoch=data.images_per_epoch,
             batch_size=t.train_batch_size, gradient_accumulation_steps=accum, start_step=counters.step,
             start_epoch=counters.epoch, device=str(device), output_dir=out_dir, world_size=self.world_size))
+        for message in data.warnings:  # damaged images left out, captions that are not files
+            self.emit(ev.TrainWarning(message))
         if moved_aside is not None:
             self.emit(ev.TrainWarning(
                 f"{out_dir} already held checkpoints named {out.output_name!r} from an earlier run; they were "
@@ -553,8 +574,10 @@ class TrainingRun:
             is_last = epoch == t.max_train_epochs
             if not is_last and save_every and epoch % save_every == 0:
                 self._save_lora(ctx, f"{out.output_name}-{epoch:06d}", counters, "epoch")
-                if out.save_state:
-                    self._save_state(ctx, out_dir / f"{out.output_name}-{epoch:06d}-state", counters)
+                # The newest state is always kept (a kill or a TERM resumes from it); save_state keeps
+                # every epoch's too.
+                self._save_state(ctx, out_dir / f"{out.output_name}-{epoch:06d}-state" if out.save_state
+                                 else out_dir / f"{out.output_name}-state", counters)
             if (sample_every and epoch % sample_every == 0) or (is_last and sample_every):
                 self._run_samples(ctx, counters, epoch)
             if self._agree(self._stop.is_set()) and not is_last:
@@ -570,6 +593,8 @@ class TrainingRun:
             final = self._save_lora(ctx, out.output_name, counters, "final")
             if out.save_state:
                 state_dir = self._save_state(ctx, out_dir / f"{out.output_name}-state", counters)
+            elif self.rank == 0:
+                drop_rolling_state(out_dir, out.output_name)  # finished: nothing left to resume
         return ev.Finished(step=counters.step, epoch=counters.epoch, final_path=final,
                            elapsed_s=time.perf_counter() - self._t0, stopped_early=stopped, state_dir=state_dir)
 
@@ -613,12 +638,26 @@ class TrainingRun:
             return None
         save_state(folder, lora_state=ctx.network.state_dict(), optimizer=ctx.optimizer,
                    scheduler=ctx.scheduler, scaler=ctx.scaler, counters=counters, rng=capture_rng(ctx.gens),
-                   extra={"output_name": self.cfg.output.output_name})
+                   extra={"output_name": self.cfg.output.output_name, "settings": settings_of(self.cfg)})
         self.emit(ev.CheckpointSaved(folder, counters.epoch, counters.step, "state"))
         return folder
 
     def _load_resume(self, st, network, optimizer, scheduler, scaler, gens, data: DataPipeline) -> Counters:
-        network.load_weights(st.lora_state)
+        diff = compare_settings(st.info.get("settings"), self.cfg, self.resume_from)
+        if diff.refuse:
+            raise UserError(diff.refuse, path=self.resume_from)
+        for message in diff.warnings:
+            self.emit(ev.TrainWarning(message))
+        new_lrs = [g["lr"] for g in optimizer.param_groups]
+        try:
+            network.load_weights(st.lora_state, source=f"The state in {self.resume_from} (lora.safetensors)")
+        except UserError as exc:  # another network shape: the fix is about --resume, not network_weights
+            raise UserError(
+                f"The state in {self.resume_from} was saved for another network shape than this config's "
+                f"[network] (network_dim {self.cfg.network.network_dim}, conv_dim {self.cfg.network.conv_dim}).",
+                path=self.resume_from,
+                hint="Resume with the [network] settings the state was saved with, or start a fresh run without "
+                "--resume.") from exc
         try:
             optimizer.load_state_dict(st.optimizer)
         except ValueError as exc:
@@ -628,6 +667,8 @@ class TrainingRun:
                 hint="Resume with the same [network] and [optimizer] settings the state was saved with.") from exc
         if st.scheduler is not None:
             scheduler.load_state_dict(st.scheduler)
+        apply_new_hyperparameters(optimizer, scheduler, new_lrs, parse_optimizer_args(self.cfg.optimizer.optimizer_args),
+                                  diff.changed)
         if st.scaler is not None and scaler.is_enabled():
             scaler.load_state_dict(st.scaler)
         restore_rng(st.rng, gens)

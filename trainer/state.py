@@ -125,6 +125,7 @@ class LoadedState:
     scaler: dict[str, Any] | None
     counters: Counters
     rng: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)  # state.json: counters + the recorded settings
 
 
 def load_state(folder: Path | str) -> LoadedState:
@@ -149,11 +150,22 @@ def load_state(folder: Path | str) -> LoadedState:
     if blob.get("version") != STATE_VERSION:
         raise UserError(f"{blob_path} was written by another kazari version ({blob.get('version')}).",
                         path=blob_path, hint="Resume with the kazari version that wrote it.")
+    try:
+        info = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    try:
+        lora_state = load_file(str(lora_path))
+    except Exception as exc:  # truncated or garbage: safetensors raises its own error types
+        raise UserError(f"Cannot read {lora_path}: the file is damaged or truncated ({exc}).", path=lora_path,
+                        hint="Resume from an older state folder (an epoch's -state), or start a fresh run "
+                        "without --resume.") from exc
     return LoadedState(
-        lora_state=load_file(str(lora_path)),
+        lora_state=lora_state,
         optimizer=blob["optimizer"],
         scheduler=blob["scheduler"],
         scaler=blob["scaler"],
         counters=Counters(**blob["counters"]),
         rng=blob["rng"],
+        info=info if isinstance(info, dict) else {},
     )

@@ -134,6 +134,35 @@ def _check_values(cfg: TrainConfig, c: _Collector) -> None:
         for i, line in enumerate(cfg.sample.sample_prompts):
             if not line.strip():
                 c.warn("sample.sample_prompts", f"prompt {i + 1} is empty", "remove the empty line", line, "empty")
+            elif not line.lstrip().startswith("#"):
+                _check_prompt_line(c, line, f"prompt {i + 1}")
+    if o.optimizer_args:
+        _check_optimizer_args(cfg, c)
+
+
+def _check_prompt_line(c: _Collector, line: str, where: str) -> None:
+    from tagging.errors import UserError
+    from trainer.prompts import parse_prompt_line
+
+    try:
+        parse_prompt_line(line, where=where)
+    except UserError as exc:
+        c.error("sample.sample_prompts", str(exc).split(" Prompt lines use ")[0].rstrip("."),
+                "prompt lines use sd-scripts syntax: `prompt --n negative --w 512 --h 512 --s 28 --l 7 --d 1234`",
+                line, "bad-prompt")
+
+
+def _check_optimizer_args(cfg: TrainConfig, c: _Collector) -> None:
+    from tagging.errors import UserError
+    from trainer.optim import optimizer_arg_problems
+
+    try:
+        problems = optimizer_arg_problems(cfg.optimizer.optimizer_type, cfg.optimizer.optimizer_args)
+    except UserError as exc:  # an unparseable entry or an unknown optimizer_type
+        problems = [str(exc)]
+    for problem in problems:
+        c.error("optimizer.optimizer_args", problem, "fix or remove that entry (see the optimizer's documentation)",
+                cfg.optimizer.optimizer_args, "optimizer-args")
 
 
 def _check_exists(c: _Collector, key: str, value: Path | None, *, required: str = "", folder: bool | None = None,
@@ -178,8 +207,17 @@ def _check_paths(cfg: TrainConfig, c: _Collector) -> None:
                   required='set it to the folder holding your N_name image folders, e.g. train_data_dir = "dataset"')
     _check_exists(c, "dataset.reg_data_dir", cfg.dataset.reg_data_dir, folder=True, what="folder")
     prompts = cfg.sample.sample_prompts
-    if isinstance(prompts, Path):
-        _check_exists(c, "sample.sample_prompts", prompts, folder=False, what="prompt file")
+    if isinstance(prompts, Path) and _check_exists(c, "sample.sample_prompts", prompts, folder=False,
+                                                   what="prompt file"):
+        from tagging.errors import UserError
+        from trainer.prompts import load_prompts
+
+        try:
+            load_prompts(prompts)
+        except UserError as exc:
+            c.error("sample.sample_prompts", str(exc).split(" Prompt lines use ")[0].rstrip("."),
+                    "prompt lines use sd-scripts syntax: `prompt --n negative --w 512 --h 512 --s 28 --l 7`",
+                    prompts, "bad-prompt")
     out = cfg.output.output_dir
     if out.exists() and not out.is_dir():
         c.error("output.output_dir", "is a file, not a folder", "choose a folder name", out, "not-a-folder")

@@ -98,7 +98,7 @@ def derived_figures(cfg: TrainConfig, dataset: Any = None, *, seconds_per_step: 
     """
     ds = dataset if dataset is not None else _open_dataset(cfg)
     plan = plan_epoch(cfg, ds)  # the same plan the data pipeline trains from
-    left_out = {it.key for it in plan.unreadable}
+    left_out = {it.key for it, _ in plan.left_out}
     notes: list[str] = []
     folders: list[FolderFigures] = []
     for folder in ds.folders:

@@ -16,8 +16,10 @@ from trainer.config.schema import SECTIONS, TrainConfig, field_spec, suggest_key
 
 
 def read_text(path: Path) -> str:
+    """The config's text; a UTF-8 byte-order mark (Windows Notepad writes one) is dropped: TOML
+    parsers read it as part of the first key ("Empty key")."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8").removeprefix("\ufeff")
     except FileNotFoundError:
         raise ConfigError([ConfigIssue(
             "error", "", f"the config file {path} does not exist",

@@ -255,7 +255,10 @@ class OutputSection(_Section):
         "fp16", "Precision of the saved weights.", unit="float | fp16 | bf16")
     save_every_n_epochs: int = _f(1, "Save a checkpoint every N epochs; 0 = only the final one.",
                                   unit="epochs", ge=0)
-    save_state: bool = _f(False, "Also save optimizer state folders so a run can be resumed.")
+    save_state: bool = _f(
+        False, "Keep a resumable state folder for every epoch save (NAME-000001-state...) and the last one "
+        "at the end. When false, only the newest state (NAME-state) is kept while the run is unfinished, so a "
+        "kill, Ctrl-C or SIGTERM can still be resumed; it is removed when the run finishes.")
 
     @field_validator("output_name")
     @classmethod

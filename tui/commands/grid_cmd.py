@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -14,9 +15,22 @@ from tagging.errors import UserError
 
 def _weights(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.replace(" ", "").split(",") if x]
+        weights = [float(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--weights expects numbers separated by commas, got {text!r}") from None
+    if not all(math.isfinite(w) for w in weights):
+        raise argparse.ArgumentTypeError(f"--weights expects finite numbers (no nan/inf), got {text!r}")
+    return weights
+
+
+def _check_output(out: Path) -> None:
+    """The grid writes PNGs and index.json into ``out``: it must be (or become) a folder."""
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise UserError(f"The grid output {out} cannot be a folder: {p} is a file.", path=p,
+                            hint="Pass -o with a folder path (it is created if missing).")
+        if p.exists():
+            return
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,8 +101,13 @@ def run(args: argparse.Namespace) -> int:
     if not prompts:
         raise UserError("No prompt for the grid.", hint="Pass --prompt TEXT or set [sample] sample_prompts.")
     out = args.output or (Path(s["run_dir"]) / "grid" if s["run_dir"] else Path("grid"))
+    _check_output(out)
+    if args.steps is not None and not 1 <= args.steps <= 1000:
+        raise UserError(f"--steps {args.steps} is out of range.", hint="Use 1 to 1000 sampling steps (20-30 is usual).")
     from trainer.device import resolve_device
+    from trainer.prompts import load_prompts
 
+    load_prompts(prompts)  # a bad line (or a --w 100000) fails now, before the model loads
     device = resolve_device(args.device, key="--device").type
     dtype = torch.float16 if device == "cuda" else torch.float32
     bundle = load_sd1(s["model"], vae=s["vae"], tokenizer=s["tokenizer"], dtype=dtype, device=device,

@@ -1,7 +1,9 @@
 """`kazari train CONFIG.toml [--resume DIR]` — headless training with a progress display.
 
-Ctrl-C asks the run to stop: it finishes the current step, writes a resumable state folder
-(``<output>/<name>-state``) and the LoRA so far, and exits 130; a second Ctrl-C aborts at once.
+Ctrl-C, SIGTERM (``docker stop``, a scheduler) and SIGHUP (a dropped SSH session) ask the run to
+stop: it finishes the current step, writes a resumable state folder (``<output>/<name>-state``) and
+the LoRA so far, and exits 128 + the signal number (130 for Ctrl-C); a second signal aborts at once.
+``--resume`` without a folder picks the newest unfinished state of the config's output.
 Works unchanged under ``accelerate launch`` / ``torchrun`` (one process per GPU): only rank 0
 draws the progress display and writes files.
 """
@@ -9,6 +11,7 @@ draws the progress display and writes files.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -18,6 +21,8 @@ from typing import Any
 from tagging.errors import UserError
 from trainer.durations import format_duration
 
+_NEWEST = Path("\0newest")  # --resume given without a folder
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a LoRA from a kazari config TOML. Ctrl-C stops cleanly: it saves a resumable "
         "state and the LoRA so far; resume with --resume <output_dir>/<output_name>-state.")
     p.add_argument("config", type=Path, help="the training config (.toml)")
-    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                   help="a state folder written by a stop or by [output] save_state = true")
+    p.add_argument("--resume", type=Path, nargs="?", const=_NEWEST, default=None, metavar="DIR",
+                   help="a state folder written by a stop, a save or [output] save_state = true; without DIR, "
+                   "the newest unfinished state of this config's output folder")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default=None,
                    help="override [training] device")
     p.add_argument("--plain", action="store_true",
@@ -117,29 +123,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.device:
         cfg = cfg.with_value("training.device", args.device)
-    if args.resume is not None and not args.resume.is_dir():
-        raise UserError(f"--resume {args.resume}: no such folder.", path=args.resume,
-                        hint="Pass the <output_name>-state folder from the output directory.")
+    resume = _resume_folder(cfg, args.resume)
     rank = int(os.environ.get("RANK", "0"))
     view = ProgressView(args.plain) if rank == 0 else (lambda e: None)
-    run = TrainingRun(cfg, on_event=view, resume_from=args.resume)
-    interrupted = {"n": 0}
+    if resume is not None and rank == 0:
+        print(f"kazari: resuming from {resume}", file=sys.stderr)
+    run = TrainingRun(cfg, on_event=_tolerant(view), resume_from=resume)
+    interrupted = {"n": 0, "signum": 0}
 
-    def on_sigint(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    def on_signal(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
         interrupted["n"] += 1
+        interrupted["signum"] = interrupted["signum"] or signum
         if interrupted["n"] == 1:
             run.request_stop()
             if rank == 0:
-                print("\nkazari: stopping after this step and saving a resumable state "
-                      "(Ctrl-C again to abort without saving)", file=sys.stderr)
+                name = signal.Signals(signum).name
+                with contextlib.suppress(OSError):  # after a SIGHUP the terminal may be gone
+                    print(f"\nkazari: {name}: stopping after this step and saving a resumable state "
+                          "(Ctrl-C again to abort without saving)", file=sys.stderr)
         else:
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {s: signal.signal(s, on_signal) for s in _STOP_SIGNALS}
     try:
         result = run.run()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         if isinstance(view, ProgressView):
             view.close()
     if isinstance(result, ev.Failed):
@@ -156,4 +166,35 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"`kazari train {args.config} --resume {result.state_dir}`", file=sys.stderr)
         else:
             print(f"kazari: done in {_fmt_time(result.elapsed_s)}: {result.final_path}", file=sys.stderr)
-    return 130 if result.stopped_early and interrupted["n"] else 0
+    return 128 + interrupted["signum"] if result.stopped_early and interrupted["n"] else 0
+
+
+# TERM: docker stop, schedulers, systemd; HUP: the SSH session dropped without tmux.
+_STOP_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+                      if s is not None)
+
+
+def _tolerant(view: Any) -> Any:
+    """The display must not end the run when its terminal is gone (SIGHUP of a dropped SSH session)."""
+    def show(event: Any) -> None:
+        with contextlib.suppress(OSError):
+            view(event)
+    return show
+
+
+def _resume_folder(cfg: Any, given: Path | None) -> Path | None:
+    """The state folder to resume from: the given one (or its twin caught between two renames), or the
+    newest unfinished state of the config's output with a bare --resume."""
+    from trainer.resume import find_resume_state, resolve_state_folder
+
+    if given is None:
+        return None
+    if given != _NEWEST:
+        return resolve_state_folder(given)
+    found = find_resume_state(cfg)
+    if found is None:
+        raise UserError(
+            f"--resume: no unfinished training state of {cfg.output.output_name!r} in {cfg.output.output_dir}.",
+            path=cfg.output.output_dir,
+            hint="Start the run without --resume, or pass a state folder explicitly (--resume DIR).")
+    return found.path

@@ -181,18 +181,35 @@ class TrainScreen(KazariScreen):
 
             def answered(yes: bool | None) -> None:
                 if yes and self.do_save():  # not saved (an error or a question is shown): no start
-                    self._start(cfg)
+                    self._offer_resume_or_start(cfg)
 
             self.app.push_screen(
                 ConfirmScreen(f"{dirty} caption(s) are unsaved; training reads the files. Save them and start?"),
                 answered,
             )
             return
-        self._start(cfg)
+        self._offer_resume_or_start(cfg)
 
-    def _start(self, cfg: Any) -> None:
+    def _offer_resume_or_start(self, cfg: Any) -> None:
+        """A stopped (or killed) run of this output is resumed rather than restarted, if the user agrees."""
+        from trainer.resume import find_resume_state
+
+        found = find_resume_state(cfg)
+        if found is None:
+            self._start(cfg)
+            return
+
+        def answered(yes: bool | None) -> None:
+            self._start(cfg, resume_from=found.path if yes else None)
+
+        self.app.push_screen(ConfirmScreen(
+            f"The stopped run of {cfg.output.output_name!r} can be resumed from {found.path.name} (step "
+            f"{found.step}, {found.epoch} epoch(s) complete). Resume the stopped run? (n starts a fresh run; "
+            "its earlier files are moved to .kazari/previous)"), answered)
+
+    def _start(self, cfg: Any, resume_from: Any = None) -> None:
         try:
-            self.kapp.training.start(cfg, config_path=self.session.config_document().path)
+            self.kapp.training.start(cfg, config_path=self.session.config_document().path, resume_from=resume_from)
         except UserError as err:
             self.show_error(err)
             return
