@@ -120,9 +120,9 @@ def _family(entries: dict[str, TensorInfo]) -> tuple[str, str | None]:
         return "sdxl", "an SDXL checkpoint; kazari trains SD1.x LoRAs only"
     if any(k.startswith("cond_stage_model.model.") for k in keys):
         return "sd2", "an SD2.x checkpoint (OpenCLIP text encoder); kazari trains SD1.x LoRAs only"
-    if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) or ".lora_down." in k for k in keys):
-        return "lora", "a LoRA, not a base model"
     if UNET_IN not in entries:
+        if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) or ".lora_down." in k for k in keys):
+            return "lora", "a LoRA, not a base model"
         if vae_layout(keys):
             return "vae", "a VAE, not a base model (use it as [model] vae)"
         return "unknown", f"no Stable Diffusion U-Net (key {UNET_IN} missing)"
@@ -138,7 +138,7 @@ def inspect_keys(entries: dict[str, TensorInfo], path: Path | str, use_ema: bool
     rep = CheckpointReport(path=str(path), family=family, wrapped=wrapped)
     precisions: dict[str, Counter[str]] = {}
     for k, info in entries.items():
-        if info.dtype.startswith(("float", "bfloat")):
+        if info.dtype.startswith(("float", "bfloat")) and k not in SCHEDULE_BUFFERS:
             precisions.setdefault(_component(k), Counter())[info.dtype] += 1
     rep.precisions = {c: dict(sorted(cnt.items())) for c, cnt in sorted(precisions.items()) if c != "other"}
     if problem:
@@ -205,7 +205,7 @@ def _dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-_ST_DTYPES = {"F16": "float16", "F32": "float32", "BF16": "bfloat16", "F64": "float64", "I64": "int64",
+SAFETENSORS_DTYPES = {"F16": "float16", "F32": "float32", "BF16": "bfloat16", "F64": "float64", "I64": "int64",
               "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
               "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 
@@ -223,7 +223,7 @@ def read_entries(path: Path) -> tuple[dict[str, TensorInfo], bool]:
                 raise ValueError("header length out of range")
             header = json.loads(f.read(n))
         return {
-            k: TensorInfo(_ST_DTYPES.get(v["dtype"], v["dtype"].lower()), tuple(v["shape"]))
+            k: TensorInfo(SAFETENSORS_DTYPES.get(v["dtype"], v["dtype"].lower()), tuple(v["shape"]))
             for k, v in header.items()
             if k != "__metadata__"
         }, False
@@ -252,21 +252,38 @@ def inspect_file(path: Path | str, use_ema: bool = False) -> CheckpointReport:
     return inspect_keys(entries, path, use_ema=use_ema, wrapped=wrapped)
 
 
-def canonical_sd1(sd: dict[str, Any], use_ema: bool = False) -> dict[str, Any]:
-    """The model's weights in the canonical layout (tensors shared, not copied)."""
-    ema_present = len(_ema_keys(sd)) >= _EMA_MIN_KEYS
+def needed_key(key: str, ema: bool) -> bool:
+    """Whether loading reads ``key``: the EMA U-Net or the regular one (never both), VAE, text encoder."""
+    if key.startswith(UNET):
+        return not ema
+    if key.startswith(EMA):
+        return ema and key not in SCHEDULE_BUFFERS
+    return key.startswith((VAE, TE)) and not key.endswith("position_ids")
+
+
+def uses_ema(keys: Any, use_ema: bool) -> bool:
+    return use_ema and len(_ema_keys(keys)) >= _EMA_MIN_KEYS
+
+
+def canonical_sd1(sd: dict[str, Any], use_ema: bool = False, keys: Any = None) -> dict[str, Any]:
+    """The model's weights in the canonical layout (tensors shared, not copied).
+
+    ``keys``: every key of the file, when ``sd`` holds only the ``needed_key`` ones. With
+    ``use_ema`` and EMA weights in the file, every U-Net tensor comes from its EMA copy; a U-Net
+    tensor without one raises ``KeyError`` (never a silent mix of EMA and regular weights).
+    """
+    keys = list(sd) if keys is None else list(keys)
+    ema = uses_ema(keys, use_ema)
     out: dict[str, Any] = {}
-    for k, v in sd.items():
+    for k in keys:
         if k.startswith(UNET):
-            if use_ema and ema_present:
-                v = sd.get(_flat_ema_key(k), v)
-            out[k] = v
+            out[k] = sd[_flat_ema_key(k)] if ema else sd[k]
         elif k.startswith(VAE):
-            out[k] = v
+            out[k] = sd[k]
         elif k.startswith(TE):
             name = TE_NEW + k[len(TE):] if _is_old_te_key(k) else k
             if not name.endswith("embeddings.position_ids"):
-                out[name] = v
+                out[name] = sd[k]
     return out
 
 

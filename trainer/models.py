@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,14 @@ import torch
 
 from tagging.errors import UserError
 from trainer.checkpoint_inspect import (
+    SAFETENSORS_DTYPES,
     CheckpointReport,
     TensorInfo,
     canonical_sd1,
     canonical_vae,
     inspect_keys,
+    needed_key,
+    uses_ema,
 )
 
 _log = logging.getLogger("kazari.model")
@@ -226,13 +230,15 @@ def read_state_dict(
     dtype: torch.dtype | None = None,
     vae_dtype: torch.dtype | None = None,
     entries: dict[str, TensorInfo] | None = None,
+    want: Callable[[str], bool] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and (safetensors) metadata of a checkpoint; pickles only with ``weights_only=True``.
 
     Float tensors are cast to ``dtype`` (``first_stage_model.*`` to ``vae_dtype``) one at a time as
     they are read, so a mixed fp16/fp32 file never exists twice in memory; both files are mapped
     (safetensors' mmap, ``torch.load(mmap=True)``) rather than read whole first. ``entries``, if
-    given, receives each tensor's dtype and shape as stored in the file (for the report).
+    given, receives each tensor's dtype and shape as stored in the file (for the report); ``want``
+    limits which tensors are read (a .safetensors' others are never touched).
     """
 
     def take(key: str, t: torch.Tensor) -> torch.Tensor:
@@ -247,7 +253,13 @@ def read_state_dict(
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = dict(f.metadata() or {})
-                sd = {k: take(k, f.get_tensor(k)) for k in f.keys()}  # noqa: SIM118
+                sd = {}
+                for k in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    if want is None or want(k):
+                        sd[k] = take(k, f.get_tensor(k))
+                    elif entries is not None:
+                        sl = f.get_slice(k)
+                        entries[k] = TensorInfo(SAFETENSORS_DTYPES.get(sl.get_dtype(), sl.get_dtype()), tuple(sl.get_shape()))
             return sd, metadata
         except Exception as err:  # corrupt header, truncated download...
             raise UserError(
@@ -279,7 +291,19 @@ def read_state_dict(
         metadata[WRAPPED_KEY] = "1"
     if not isinstance(obj, dict):
         raise UserError(f"{path} does not contain a state dict.", path=path)
-    return {k: take(k, v) for k, v in obj.items() if isinstance(v, torch.Tensor)}, metadata
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if entries is not None:
+        entries.update({k: TensorInfo(str(v.dtype).removeprefix("torch."), tuple(v.shape)) for k, v in tensors.items()})
+    return {k: _cast(k, v, dtype, vae_dtype) for k, v in tensors.items() if want is None or want(k)}, metadata
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    from trainer.checkpoint_inspect import read_entries
+
+    try:
+        return list(read_entries(path)[0])
+    except (OSError, ValueError):
+        return []  # read_state_dict gives the error with the fix
 
 
 _UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
@@ -511,8 +535,12 @@ def load_sd1(
                     path=path,
                 )
             entries: dict[str, TensorInfo] = {}
-            sd, metadata = read_state_dict(path, dtype=dtype, vae_dtype=vae_dtype, entries=entries)
-            check_single_file_family(path, sd)
+            # Only what the model uses is read: the EMA U-Net or the regular one, never both.
+            st = path.suffix.lower() == ".safetensors"
+            ema = st and uses_ema(_safetensors_keys(path), use_ema)
+            sd, metadata = read_state_dict(path, dtype=dtype, vae_dtype=vae_dtype, entries=entries,
+                                           want=(lambda k: needed_key(k, ema) or k == _UNET_IN) if st else None)
+            check_single_file_family(path, {**dict.fromkeys(entries), **sd})
             report = inspect_keys(entries, path, use_ema=use_ema, wrapped=metadata.get(WRAPPED_KEY) == "1")
             if not report.vae_present and vae_path is None:
                 raise UserError(
@@ -521,7 +549,14 @@ def load_sd1(
                     hint="Set [model] vae to an SD1 VAE file, e.g. vae-ft-mse-840000-ema-pruned.safetensors "
                     "(or the VAE its author recommends).",
                 )
-            sd = canonical_sd1(sd, use_ema=use_ema)
+            try:
+                sd = canonical_sd1(sd, use_ema=use_ema, keys=entries)
+            except KeyError as err:
+                raise UserError(
+                    f"{path} has EMA weights for only part of the U-Net ({err.args[0]} missing).",
+                    path=path,
+                    hint="Set [model] use_ema = false to train on the regular weights.",
+                ) from err
             cfg = config_dir or _config_dir_for(path, sd, metadata, Path(tmp))
             unet, text_encoder, vae_model = _from_single_file(path, sd, cfg, dtype, vae_dtype, need_vae=not vae_path)
             del sd
