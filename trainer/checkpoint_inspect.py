@@ -325,3 +325,72 @@ def canonical_vae(sd: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
             renamed[k] = v
         sd = renamed
     return sd, layout
+
+
+# --------------------------------------------------------------------------------------- whole model
+
+
+def inspect_vae_file(path: Path | str) -> tuple[str | None, str | None]:
+    """(layout, problem) of a separate VAE file; problem None when it looks loadable."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        ok = (path / "config.json").is_file() or (path / "vae" / "config.json").is_file()
+        return ("diffusers", None) if ok else (None, f"{path} has no config.json (not a diffusers VAE folder)")
+    entries, _ = read_entries(path)
+    if any(k.startswith(UNET) for k in entries):
+        entries = {k: v for k, v in entries.items() if k.startswith(VAE)}
+    layout = vae_layout(entries)
+    return layout, None if layout else f"{path} has no VAE encoder/decoder weights"
+
+
+def inspect_model(path: Path | str, vae: Path | str | None = None, use_ema: bool = False,
+                  load: bool = False, tokenizer: Path | str | None = None) -> CheckpointReport:
+    """What training would get from ``path`` (+ ``vae``); ``load`` really loads it on the CPU.
+
+    Raises ``UserError`` only for a path that does not exist (a usage error); everything wrong
+    with the files themselves ends in ``report.loadable = False`` with the reason.
+    """
+    from tagging.errors import UserError
+
+    path = Path(path).expanduser()
+    for p, what in ((path, "Model"), (Path(vae).expanduser() if vae else None, "VAE")):
+        if p is not None and not p.exists():
+            raise UserError(f"{what} {p} does not exist.", path=p, hint="Check the path.")
+    if path.is_dir():
+        rep = CheckpointReport(path=str(path), family="sd1", text_encoder_layout="diffusers", vae_present=(
+            path / "vae").is_dir())
+        rep.add("ok", "diffusers model folder (unet/, text_encoder/, vae/)")
+    else:
+        try:
+            rep = inspect_file(path, use_ema=use_ema)
+        except UserError as err:
+            rep = CheckpointReport(path=str(path), family="unknown", loadable=False, reason=str(err))
+            rep.add("error", str(err))
+            return rep
+    if vae is not None and rep.loadable:
+        try:
+            layout, problem = inspect_vae_file(vae)
+        except (UserError, OSError, ValueError) as err:
+            layout, problem = None, str(err)
+        if problem:
+            rep.loadable, rep.reason = False, problem
+            rep.add("error", f"VAE: {problem}")
+        else:
+            rep.add("ok", f"Separate VAE {Path(vae).name} ({layout} layout) replaces the model's own")
+    elif rep.loadable and not rep.vae_present:
+        rep.loadable = False
+        rep.reason = "the file has no VAE; pass --vae (or set [model] vae) to an SD1 VAE file"
+    if load and rep.loadable:
+        import torch
+
+        from trainer.models import load_sd1
+
+        try:
+            load_sd1(path, vae=vae, tokenizer=tokenizer, dtype=torch.float16, vae_dtype=torch.float32,
+                     use_ema=use_ema)
+        except UserError as err:
+            rep.loadable, rep.reason = False, str(err)
+            rep.add("error", f"Loading failed: {err}")
+        else:
+            rep.add("ok", "Loaded as training loads it (U-Net, text encoder, VAE, tokenizer), offline")
+    return rep
