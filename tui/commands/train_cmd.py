@@ -113,6 +113,19 @@ class ProgressView:
             self.console.print(f"[yellow]warning:[/] {e.message}")
 
 
+def _show_model_report() -> None:
+    """Print what the checkpoint held (trainer.models logs it to ``kazari.model``), as `model inspect` does."""
+    import logging
+
+    log = logging.getLogger("kazari.model")
+    if not any(getattr(h, "_kazari_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("model: %(message)s"))
+        handler._kazari_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from trainer import events as ev
     from trainer.config import load_config
@@ -126,6 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                         hint="Pass the <output_name>-state folder from the output directory.")
     rank = int(os.environ.get("RANK", "0"))
     view = ProgressView(args.plain) if rank == 0 else (lambda e: None)
+    if rank == 0:
+        _show_model_report()
     run = TrainingRun(cfg, on_event=view, resume_from=args.resume)
     interrupted = {"n": 0}
 
