@@ -5,15 +5,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean-venv
+.PHONY: demo test test-fast lint bench clean-venv torch
 
+# torch first, picked for this machine by trainer/torch_wheel.py (standard library only): the
+# CUDA build the NVIDIA driver can run, else the CPU pin; CI (CI=true) always gets the CPU pin.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# CPU torch first: a plain "torch" would resolve to a multi-GB CUDA build.
-	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q "$$($(PY) -m trainer.torch_wheel --pip-args)"
 	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/python -m trainer.torch_wheel --extras
 	touch $(STAMP)
+
+# Re-pick torch (and the GPU extras) in an existing .venv, e.g. after a driver update.
+torch: $(STAMP)
+	$(BIN)/pip uninstall -q -y torch
+	$(BIN)/pip install -q "$$($(PY) -m trainer.torch_wheel --pip-args)"
+	$(BIN)/python -m trainer.torch_wheel --extras
 
 demo: $(STAMP)
 	$(BIN)/kazari demo

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,18 @@ from typing import Any
 import torch
 
 from tagging.errors import UserError
+from trainer.checkpoint_inspect import (
+    SAFETENSORS_DTYPES,
+    CheckpointReport,
+    TensorInfo,
+    canonical_sd1,
+    canonical_vae,
+    inspect_keys,
+    needed_key,
+    uses_ema,
+)
 
+_log = logging.getLogger("kazari.model")
 SD1_CONFIG_DIR = Path(__file__).with_name("sd1_configs")
 CLIP_TOKENIZER_REPO = "openai/clip-vit-large-patch14"
 EMBEDDED_CONFIG_KEY = "kazari.sd1_configs"
@@ -156,6 +169,7 @@ class SD1Bundle:
     vae_path: Path | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    report: CheckpointReport | None = None  # what the single file held (None for diffusers folders)
     _hashes: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     @property
@@ -201,17 +215,52 @@ def _first_line(err: Exception) -> str:
     return "not a plain tensor pickle" if line.startswith("Weights only load failed") else line[:200]
 
 
-def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and (safetensors) metadata of a checkpoint; pickles only with ``weights_only=True``."""
+WRAPPED_KEY = "kazari.wrapped"  # metadata marker: the .ckpt held a {"state_dict": ...} wrapper
+
+
+def _cast(key: str, t: torch.Tensor, dtype: torch.dtype | None, vae_dtype: torch.dtype | None) -> torch.Tensor:
+    want = vae_dtype if key.startswith("first_stage_model.") and vae_dtype is not None else dtype
+    if want is None or not t.is_floating_point() or t.dtype == want:
+        return t
+    return t.to(want)
+
+
+def read_state_dict(
+    path: Path,
+    dtype: torch.dtype | None = None,
+    vae_dtype: torch.dtype | None = None,
+    entries: dict[str, TensorInfo] | None = None,
+    want: Callable[[str], bool] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and (safetensors) metadata of a checkpoint; pickles only with ``weights_only=True``.
+
+    Float tensors are cast to ``dtype`` (``first_stage_model.*`` to ``vae_dtype``) one at a time as
+    they are read, so a mixed fp16/fp32 file never exists twice in memory; both files are mapped
+    (safetensors' mmap, ``torch.load(mmap=True)``) rather than read whole first. ``entries``, if
+    given, receives each tensor's dtype and shape as stored in the file (for the report); ``want``
+    limits which tensors are read (a .safetensors' others are never touched).
+    """
+
+    def take(key: str, t: torch.Tensor) -> torch.Tensor:
+        if entries is not None:
+            entries[key] = TensorInfo(str(t.dtype).removeprefix("torch."), tuple(t.shape))
+        return _cast(key, t, dtype, vae_dtype)
+
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors import safe_open
-        from safetensors.torch import load_file
 
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = dict(f.metadata() or {})
-            return load_file(str(path)), metadata
+                sd = {}
+                for k in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    if want is None or want(k):
+                        sd[k] = take(k, f.get_tensor(k))
+                    elif entries is not None:
+                        sl = f.get_slice(k)
+                        entries[k] = TensorInfo(SAFETENSORS_DTYPES.get(sl.get_dtype(), sl.get_dtype()), tuple(sl.get_shape()))
+            return sd, metadata
         except Exception as err:  # corrupt header, truncated download...
             raise UserError(
                 f"{path} is not a readable .safetensors file ({err}).",
@@ -219,7 +268,12 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
                 hint="Re-download it, or point the setting at another checkpoint.",
             ) from err
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):  # only the legacy (pre-zip) format cannot be mapped
+                raise
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
         # Not torch's own text: it runs to a page and suggests weights_only=False, which kazari will not do.
         raise UserError(
@@ -234,9 +288,22 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         metadata[EMBEDDED_CONFIG_KEY] = obj[EMBEDDED_CONFIG_KEY]
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
+        metadata[WRAPPED_KEY] = "1"
     if not isinstance(obj, dict):
         raise UserError(f"{path} does not contain a state dict.", path=path)
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, metadata
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if entries is not None:
+        entries.update({k: TensorInfo(str(v.dtype).removeprefix("torch."), tuple(v.shape)) for k, v in tensors.items()})
+    return {k: _cast(k, v, dtype, vae_dtype) for k, v in tensors.items() if want is None or want(k)}, metadata
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    from trainer.checkpoint_inspect import read_entries
+
+    try:
+        return list(read_entries(path)[0])
+    except (OSError, ValueError):
+        return []  # read_state_dict gives the error with the fix
 
 
 _UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
@@ -267,7 +334,7 @@ def check_single_file_family(path: Path, sd: dict[str, torch.Tensor]) -> None:
         )
     if sd[_UNET_IN].shape[1] != 4:
         raise _wrong_family(path, f"an inpainting/other model ({sd[_UNET_IN].shape[1]} U-Net input channels)")
-    if _CLIP_POS not in sd:
+    if _CLIP_POS not in sd and _CLIP_POS.replace("text_model.", "") not in sd:
         raise UserError(
             f"{path} has no CLIP text encoder (key {_CLIP_POS} missing).",
             path=path,
@@ -376,19 +443,27 @@ def _load_vae(vae: Path, config_dir: Path, dtype: torch.dtype) -> Any:
             return AutoencoderKL.from_pretrained(str(vae), subfolder=sub, torch_dtype=dtype, local_files_only=True)
         except Exception as err:
             raise UserError(f"Could not load the VAE folder {vae}: {err}.", path=vae) from err
-    sd, _ = read_state_dict(vae)
-    if any(k.startswith("model.diffusion_model.") for k in sd):
-        # A full checkpoint given as VAE: take its first_stage_model part.
-        sd = {k: v for k, v in sd.items() if k.startswith("first_stage_model.")}
-    if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.")) for k in sd):
-        raise UserError(f"{vae} does not look like a VAE (no encoder/decoder weights).", path=vae)
+    sd, _ = read_state_dict(vae, dtype=dtype)
+    sd, layout = canonical_vae(sd)
+    if layout is None:
+        raise UserError(
+            f"{vae} does not look like a VAE (no encoder/decoder weights).",
+            path=vae,
+            hint="Point [model] vae at an SD1 VAE file (.safetensors/.pt/.ckpt) or a diffusers VAE folder.",
+        )
     try:
+        if layout == "diffusers":
+            cfg = _init_kwargs(_read_config("vae", config_dir if (config_dir / "vae").is_dir() else None))
+            with torch.device("meta"):
+                model = AutoencoderKL(**cfg)
+            model.load_state_dict(sd, strict=True, assign=True)
+            return model.to(dtype)
         return AutoencoderKL.from_single_file(
             sd, config=str(config_dir), subfolder="vae", torch_dtype=dtype, local_files_only=True
         )
     except Exception as err:
         raise UserError(
-            f"{vae} could not be loaded as an SD1 VAE: {err}.",
+            f"{vae} could not be loaded as an SD1 VAE ({layout} layout): {_first_line(err)}.",
             path=vae,
             hint="Use an SD1.x VAE (e.g. vae-ft-mse-840000-ema-pruned.safetensors) or leave [model] vae empty.",
         ) from err
@@ -402,8 +477,13 @@ def load_sd1(
     device: str | torch.device = "cpu",
     vae_dtype: torch.dtype | None = None,
     config: Path | str | None = None,
+    use_ema: bool = False,
 ) -> SD1Bundle:
-    """Load an SD1.x model; frozen modules in ``dtype`` (VAE in ``vae_dtype`` if given) on ``device``."""
+    """Load an SD1.x model; frozen modules in ``dtype`` (VAE in ``vae_dtype`` if given) on ``device``.
+
+    A single file's lint-style report (``bundle.report``) is also logged to ``kazari.model``;
+    ``use_ema`` picks the file's EMA U-Net weights where it has them.
+    """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -420,6 +500,7 @@ def load_sd1(
     vae_dtype = vae_dtype or dtype
     config_dir = Path(config) if config else None
 
+    report: CheckpointReport | None = None
     with tempfile.TemporaryDirectory(prefix="kazari-sd1cfg-") as tmp:
         if path.is_dir():
             _check_folder_family(path)
@@ -453,8 +534,29 @@ def load_sd1(
                     f"{path} is not a model file kazari can read (expected one of {', '.join(SINGLE_FILE_SUFFIXES)}).",
                     path=path,
                 )
-            sd, metadata = read_state_dict(path)
-            check_single_file_family(path, sd)
+            entries: dict[str, TensorInfo] = {}
+            # Only what the model uses is read: the EMA U-Net or the regular one, never both.
+            st = path.suffix.lower() == ".safetensors"
+            ema = st and uses_ema(_safetensors_keys(path), use_ema)
+            sd, metadata = read_state_dict(path, dtype=dtype, vae_dtype=vae_dtype, entries=entries,
+                                           want=(lambda k: needed_key(k, ema) or k == _UNET_IN) if st else None)
+            check_single_file_family(path, {**dict.fromkeys(entries), **sd})
+            report = inspect_keys(entries, path, use_ema=use_ema, wrapped=metadata.get(WRAPPED_KEY) == "1")
+            if not report.vae_present and vae_path is None:
+                raise UserError(
+                    f"{path} has no VAE weights (a pruned model that ships without first_stage_model.*).",
+                    path=path,
+                    hint="Set [model] vae to an SD1 VAE file, e.g. vae-ft-mse-840000-ema-pruned.safetensors "
+                    "(or the VAE its author recommends).",
+                )
+            try:
+                sd = canonical_sd1(sd, use_ema=use_ema, keys=entries)
+            except KeyError as err:
+                raise UserError(
+                    f"{path} has EMA weights for only part of the U-Net ({err.args[0]} missing).",
+                    path=path,
+                    hint="Set [model] use_ema = false to train on the regular weights.",
+                ) from err
             cfg = config_dir or _config_dir_for(path, sd, metadata, Path(tmp))
             unet, text_encoder, vae_model = _from_single_file(path, sd, cfg, dtype, vae_dtype, need_vae=not vae_path)
             del sd
@@ -462,6 +564,8 @@ def load_sd1(
             cfg_for_vae = cfg
         if vae_path is not None:
             vae_model = _load_vae(vae_path, cfg_for_vae, vae_dtype)
+            if report is not None:
+                report.add("ok", f"VAE from {vae_path.name}")
 
     if len(tok) > text_encoder.config.vocab_size:
         raise UserError(
@@ -476,6 +580,9 @@ def load_sd1(
         if device.type != "cpu":  # loaded on the CPU; .to() on CPU would only log diffusers' dtype note
             m.to(device)
     noise_scheduler = DDPMScheduler(**sd1_scheduler_config("ddpm"))
+    if report is not None:
+        for line in report.lines():
+            _log.info("%s: %s", path.name, line)
     return SD1Bundle(
         unet=unet,
         text_encoder=text_encoder,
@@ -486,6 +593,7 @@ def load_sd1(
         vae_path=vae_path,
         device=device,
         dtype=dtype,
+        report=report,
     )
 
 

@@ -371,7 +371,8 @@ class TrainingRun:
 
         # The VAE stays fp32: fp16 SD VAEs overflow into NaN latents (sd-scripts' --no_half_vae).
         bundle = load_sd1(cfg.model.pretrained_model, vae=cfg.model.vae, tokenizer=cfg.model.tokenizer,
-                          dtype=weight_dtype, device=device, vae_dtype=torch.float32)
+                          dtype=weight_dtype, device=device, vae_dtype=torch.float32,
+                          use_ema=cfg.model.use_ema)
         unet, text_encoder, vae = bundle.unet, bundle.text_encoder, bundle.vae
         set_attention(unet, t.attention)
 

@@ -90,6 +90,9 @@ class ModelSection(_Section):
     tokenizer: PathField | None = _f(
         None, "Local CLIP tokenizer folder for offline use; unset = the one found with the model.",
         unit="path", advanced=True)
+    use_ema: bool = _f(
+        False, "Train on the checkpoint's EMA U-Net weights when it has them (model_ema.*); off = the "
+        "regular weights, as sd-scripts.", advanced=True)
 
 
 class DatasetSection(_Section):

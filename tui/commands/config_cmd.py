@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="set a key, e.g. --set dataset.train_data_dir=data (repeatable)")
     p.add_argument("-o", "--output", required=True, type=Path, help="config file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--for-hardware", action="store_true",
+                   help="fill batch size, precision, checkpointing and optimizer from this machine's GPU")
     p.set_defaults(func=cmd_new)
 
     p = actions.add_parser("check", help="validate a config (exit 0 valid, 1 invalid)")
@@ -78,6 +80,19 @@ def cmd_new(args: argparse.Namespace) -> int:
     header = f"kazari training config — preset {args.preset}: {DESCRIPTIONS[args.preset]}\n" \
              "Relative paths are read from this file's folder. Keys: docs/config.md"
     doc = ConfigDocument.new(args.output, cfg, header=header)
+    if getattr(args, "for_hardware", False):
+        from trainer.hardware import bitsandbytes_available, probe_gpu, recommend_settings
+
+        side = max(int(x) for x in str(cfg.dataset.resolution).split(","))
+        rec = recommend_settings(probe_gpu(), resolution=side, optimizer=cfg.optimizer.optimizer_type,
+                                 bnb=bitsandbytes_available())
+        for key, value in rec.settings.items():
+            doc.set(key, value)
+        for line in rec.lines():
+            print(f"hardware: {line}")
+        for key, why in rec.reasons.items():
+            if key not in rec.settings:
+                print(f"hardware: {key}: {why}")
     for item in args.sets:
         key, sep, value = item.partition("=")
         if not sep:

@@ -115,6 +115,19 @@ class ProgressView:
             self.console.print(f"[yellow]warning:[/] {e.message}")
 
 
+def _show_model_report() -> None:
+    """Print what the checkpoint held (trainer.models logs it to ``kazari.model``), as `model inspect` does."""
+    import logging
+
+    log = logging.getLogger("kazari.model")
+    if not any(getattr(h, "_kazari_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("model: %(message)s"))
+        handler._kazari_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from trainer import events as ev
     from trainer.config import load_config
@@ -126,8 +139,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = _resume_folder(cfg, args.resume)
     rank = int(os.environ.get("RANK", "0"))
     view = ProgressView(args.plain) if rank == 0 else (lambda e: None)
-    if resume is not None and rank == 0:
-        print(f"kazari: resuming from {resume}", file=sys.stderr)
+    if rank == 0:
+        _show_model_report()
+        if resume is not None:
+            print(f"kazari: resuming from {resume}", file=sys.stderr)
     run = TrainingRun(cfg, on_event=_tolerant(view), resume_from=resume)
     interrupted = {"n": 0, "signum": 0}
 
