@@ -419,3 +419,45 @@ def test_a_save_whose_history_append_failed_is_never_rolled_back_later(tmp_path,
     again.undo()
     again.save()
     assert all((root / "10_kazari" / n).read_bytes() == b for n, b in old.items())
+
+
+@pytest.mark.parametrize("phase", ["intent", "half", "moved"])
+def test_crash_during_trash_or_repeats_is_completed_or_rolled_back(small_dataset: Path, monkeypatch, phase) -> None:
+    folder = small_dataset / "10_kazari"
+    ds = Dataset.open(small_dataset)
+    if phase == "half":  # the image moved, then the process died before its caption followed
+        real_move, calls = dsm.shutil.move, []
+
+        def move(src, dst):
+            calls.append(src)
+            if len(calls) == 2:
+                raise _Crash
+            return real_move(src, dst)
+
+        monkeypatch.setattr(dsm.shutil, "move", move)
+    else:
+        _crash_at(monkeypatch, phase)
+    with pytest.raises(_Crash):
+        ds.trash(K1)
+    monkeypatch.undo()
+    again = Dataset.open(small_dataset)
+    trashed = phase != "intent"
+    assert (folder / "001.png").exists() != trashed and (folder / "001.txt").exists() != trashed
+    assert any(("completed it" if trashed else "rolled it back") in w for w in again.warnings)
+    assert [c.kind for c in again.history] == (["trash"] if trashed else [])
+    if trashed:
+        again.undo()
+        assert (folder / "001.png").exists() and (folder / "001.txt").exists()
+    # A folder rename killed after the move is completed and undoable too.
+    ds = Dataset.open(small_dataset)
+    ds.apply(AddTag("orig"))
+    ds.save()  # so .kazari/originals/10_kazari exists and must follow the rename
+    _crash_at(monkeypatch, "moved")
+    with pytest.raises(_Crash):
+        ds.set_repeats("10_kazari", 4)
+    monkeypatch.undo()
+    again = Dataset.open(small_dataset)
+    assert (small_dataset / "4_kazari").is_dir() and again.history[-1].kind == "repeats"
+    assert (small_dataset / ".kazari/originals/4_kazari").is_dir()
+    again.undo()
+    assert (small_dataset / "10_kazari").is_dir()
