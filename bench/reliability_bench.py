@@ -4,7 +4,9 @@
 
 Families come from the registry ``tagging.reliability.FAMILIES`` (kill-during-edit,
 kill-during-undo, concurrent-writers, disk-full); ``trainer.reliability`` is imported when it
-exists so its families (kill-during-train...) register themselves with ``@register_family``.
+exists: it may register families itself with ``@register_family``, or, if it offers
+``FAMILIES`` (phase names), ``make_env`` and ``run_trial`` as bench/train_reliability_bench.py
+uses them, they become one ``kill-during-train`` family (trials round-robin over the phases).
 Each family returns counts; the ones that must be zero are printed first: lost updates,
 un-undoable edits, torn files, non-identical resumes.
 """
@@ -27,19 +29,46 @@ from tagging.reliability import FAMILIES  # noqa: E402
 
 # Modules that add families to the registry when imported (optional: skipped if absent).
 PLUGIN_MODULES = ("trainer.reliability",)
-MUST_BE_ZERO = ("lost_updates", "un_undoable", "torn_files", "non_identical_resumes", "traceback_errors")
+MUST_BE_ZERO = ("lost_updates", "un_undoable", "torn_files", "non_identical_resumes", "unloadable_leftovers",
+                "traceback_errors", "trial_errors")
 
 
 def load_plugins() -> list[str]:
     loaded = []
     for name in PLUGIN_MODULES:
         try:
-            importlib.import_module(name)
-            loaded.append(name)
+            module = importlib.import_module(name)
         except ModuleNotFoundError as err:
             if err.name != name:
                 raise
+            continue
+        loaded.append(name)
+        _adopt_phase_harness(module)
     return loaded
+
+
+def _adopt_phase_harness(module: object) -> None:
+    """A trainer harness with phases + make_env + run_trial (no registry of its own) becomes one family."""
+    phases = getattr(module, "FAMILIES", None)
+    make_env, run_trial = getattr(module, "make_env", None), getattr(module, "run_trial", None)
+    if "kill-during-train" in FAMILIES or not isinstance(phases, tuple) or not (make_env and run_trial):
+        return
+
+    def kill_during_train(trials: int, workdir: Path, rng: random.Random) -> dict[str, int]:
+        counts = {"trials": 0, "non_identical_resumes": 0, "unloadable_leftovers": 0, "trial_errors": 0,
+                  "killed_in_phase": 0, "resumed_from_state": 0}
+        env = make_env(workdir / "env")
+        for i in range(trials):
+            trial = run_trial(env, phases[i % len(phases)], workdir / "trial", rng)
+            counts["trials"] += 1
+            counts["killed_in_phase"] += bool(trial.killed_in_phase)
+            counts["resumed_from_state"] += bool(trial.resumed_from_state)
+            counts["non_identical_resumes"] += not trial.identical
+            counts["unloadable_leftovers"] += bool(trial.unloadable)
+            counts["trial_errors"] += bool(trial.error)
+        return counts
+
+    FAMILIES["kill-during-train"] = kill_during_train
 
 
 def main(argv: list[str] | None = None) -> int:

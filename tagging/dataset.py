@@ -401,6 +401,9 @@ class Dataset:
         if record["txn"] in log.txns:  # killed after the history append, before deleting the intent
             log.drop_intent()
             return
+        if record.get("moves"):
+            self._apply_move_intent(record)
+            return
         states = []
         mids = record.get("mids", {})
         for stored, old, new in record["files"]:
@@ -436,6 +439,31 @@ class Dataset:
             self.warnings.append(
                 f"The previous save ({label}) was interrupted before any caption was written; kazari rolled it "
                 f"back: captions and history are as before it.{note}"
+            )
+
+    def _apply_move_intent(self, record: dict) -> None:
+        log = self.history_log
+
+        def path(stored: str) -> Path:
+            return Path(stored) if os.path.isabs(stored) else self.root / stored
+
+        moves = [(path(a), path(b)) for a, b in record["moves"]]
+        done = [m for m in moves if not os.path.lexists(m[0]) and os.path.lexists(m[1])]
+        todo = [m for m in moves if os.path.lexists(m[0]) and not os.path.lexists(m[1])]
+        label = _intent_label(record)
+        if done:
+            for src, dst in todo:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(src), dst)
+            log.commit_recovered(record)
+            self.warnings.append(
+                f"The previous change ({label}) was interrupted after {len(done)} of {len(moves)} file move(s); "
+                "kazari completed it and recorded it in the history, so it can be undone."
+            )
+        else:
+            log.drop_intent()
+            self.warnings.append(
+                f"The previous change ({label}) was interrupted before any file was moved; kazari rolled it back."
             )
 
     def _clean_stale_temps(self) -> None:
@@ -600,16 +628,21 @@ class Dataset:
             change.extra["skipped"] = skipped
         elif change.kind == "repeats":
             old, new = change.extra["old"], change.extra["new"]
+            src, dst = (old, new) if forward else (new, old)
+            reg = bool(change.extra.get("reg"))
             with self.write_lock():
-                self._rename_folder(*((old, new) if forward else (new, old)), is_reg=bool(change.extra.get("reg")))
-                self.history_log.flush()
+                moves = self._rename_moves(self._find_folder(src, reg), dst)
+                txn = self._moves_txn(moves, lambda: self._rename_folder(src, dst, is_reg=reg))
+                self.history_log.flush(txn)
         elif change.kind == "trash":
             with self.write_lock():
                 if forward:
-                    self._trash_item(self.image(change.extra["key"]), change)
+                    item = self.image(change.extra["key"])
+                    moves, _ = self._trash_plan(item)
+                    txn = self._moves_txn(moves, lambda: self._trash_item(item, change))
                 else:
-                    self._restore_item(change)
-                self.history_log.flush()
+                    txn = self._moves_txn(self._restore_moves(change), lambda: self._restore_item(change))
+                self.history_log.flush(txn)
 
     # ---- structural edits (take effect on disk at once) ---------------------------------------
     def set_repeats(self, folder_name: str, repeats: int) -> Change:
@@ -634,10 +667,19 @@ class Dataset:
             extra={"old": folder.name, "new": new_name, "reg": folder.is_reg},
         )
         with self.write_lock():
-            self._rename_folder(folder.name, new_name, folder.is_reg)
+            event = self.history_log.next_do_event(change)
+            txn = self._moves_txn(self._rename_moves(folder, new_name),
+                                  lambda: self._rename_folder(folder.name, new_name, folder.is_reg), [event])
             self.history_log.record(change)
-            self.history_log.flush()
+            self.history_log.flush(txn)
         return change
+
+    def _rename_moves(self, folder: Folder, new: str) -> list[tuple[Path, Path]]:
+        moves = [(folder.path, folder.path.parent / new)]
+        base = self._originals_dir / "reg" if folder.is_reg else self._originals_dir
+        if (base / folder.name).exists() and not (base / new).exists():
+            moves.append((base / folder.name, base / new))
+        return moves
 
     def _rename_folder(self, old: str, new: str, is_reg: bool = False) -> None:
         folder = self._find_folder(old, is_reg)
@@ -669,21 +711,45 @@ class Dataset:
         item = self.image(key)
         change = Change(label=f"trash {key}", kind="trash", extra={"key": key})
         with self.write_lock():
-            self._trash_item(item, change)
+            moves, planned = self._trash_plan(item)
+            planned_change = Change(label=change.label, kind="trash", extra={**change.extra, **planned})
+            event = self.history_log.next_do_event(planned_change)
+            txn = self._moves_txn(moves, lambda: self._trash_item(item, change), [event])
             self.history_log.record(change)
-            self.history_log.flush()
+            self.history_log.flush(txn)
         return change
 
-    def _trash_item(self, item: ImageItem, change: Change) -> None:
+    def _trash_plan(self, item: ImageItem) -> tuple[list[tuple[Path, Path]], dict]:
+        """Where trashing ``item`` moves its files, and the ``extra`` the change will hold."""
         trash = self.state_dir / "trash" / _relative_key(item.key)
         dest_image = _free_path(trash.parent / item.path.name)
+        moves = [(item.path, dest_image)]
+        extra = {"image": dest_image.relative_to(self.root).as_posix()}
+        if item.caption_path.exists():
+            dest_caption = _free_path(dest_image.with_name(dest_image.stem + self.caption_ext))
+            moves.append((item.caption_path, dest_caption))
+            extra["caption"] = dest_caption.relative_to(self.root).as_posix()
+        extra.update(tags=list(item.tags), folder=item.folder.name, reg=item.folder.is_reg)
+        return moves, extra
+
+    def _restore_moves(self, change: Change) -> list[tuple[Path, Path]]:
+        folder = self._find_folder(change.extra["folder"], bool(change.extra.get("reg")))
+        image_path = folder.path / change.extra["key"].rsplit("/", 1)[-1]
+        moves = [(self.root / change.extra["image"], image_path)]
+        if "caption" in change.extra:
+            moves.append((self.root / change.extra["caption"], image_path.with_name(image_path.stem + self.caption_ext)))
+        return moves
+
+    def _trash_item(self, item: ImageItem, change: Change) -> None:
+        moves, _ = self._trash_plan(item)  # the same paths the intent recorded
+        dest_image = moves[0][1]
         moved: dict[str, str] = {}
         try:
             dest_image.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(item.path), dest_image)
             moved["image"] = dest_image.relative_to(self.root).as_posix()
-            if item.caption_path.exists():
-                dest_caption = _free_path(dest_image.with_name(dest_image.stem + self.caption_ext))
+            if len(moves) > 1:
+                dest_caption = moves[1][1]
                 shutil.move(str(item.caption_path), dest_caption)
                 moved["caption"] = dest_caption.relative_to(self.root).as_posix()
         except OSError as err:
@@ -815,19 +881,38 @@ class Dataset:
         _phase("committed")
         return report
 
-    def _write_intent(self, files: list[tuple[Path, bytes | None, bytes]]) -> str:
-        def stored(path: Path) -> str:
-            try:
-                return path.relative_to(self.root).as_posix()
-            except ValueError:
-                return str(path)  # a reg root elsewhere, or a symlink target outside
+    def _stored(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)  # a reg root elsewhere, or a symlink target outside
 
+    def _write_intent(self, files: list[tuple[Path, bytes | None, bytes]], moves: list[tuple[Path, Path]] = (),
+                      extra_events: list[dict] | None = None) -> str:
         def text(data: bytes) -> str:
             return data.decode("utf-8", "surrogateescape")
 
         return self.history_log.write_intent(
-            [(stored(p), None if old is None else text(old), text(new)) for p, old, new in files]
+            [(self._stored(p), None if old is None else text(old), text(new)) for p, old, new in files],
+            [(self._stored(a), self._stored(b)) for a, b in moves], extra_events,
         )
+
+    def _moves_txn(self, moves: list[tuple[Path, Path]], action: Callable[[], None],
+                   extra_events: list[dict] | None = None) -> str:
+        """Run a structural edit's file moves as a write-ahead transaction; returns its txn for ``flush``.
+
+        ``action`` does the moves (and undoes its own partial work when it fails); the caller
+        holds the lock and flushes the history afterwards.
+        """
+        txn = self._write_intent([], moves, extra_events)
+        _phase("intent")
+        try:
+            action()
+        except UserError:  # refused, or failed and put back what it had moved: nothing to recover
+            self.history_log.drop_intent()
+            raise
+        _phase("moved")
+        return txn
 
     def _keep_originals(self, items: Sequence[ImageItem], report: SaveReport,
                         current: dict[str, bytes | None] | None = None) -> None:

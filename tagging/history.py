@@ -85,6 +85,12 @@ class History:
         self._redo.clear()
         self.pending.append({"event": "do", "change": change.to_dict()})
 
+    def next_do_event(self, change: Change) -> dict[str, Any]:
+        """The "do" event ``record(change)`` will queue (same id), without recording it yet."""
+        self._ensure()
+        change.id = self.next_id
+        return {"event": "do", "change": change.to_dict()}
+
     def pop_undo(self) -> Change | None:
         self._ensure()
         if not self._undo:
@@ -156,11 +162,14 @@ class History:
             self._redo.clear()
 
     # ---- write-ahead intent ----
-    def write_intent(self, files: list[tuple[str, str | None, str]]) -> str:
+    def write_intent(self, files: list[tuple[str, str | None, str]], moves: list[tuple[str, str]] | None = None,
+                     extra_events: list[dict[str, Any]] | None = None) -> str:
         """Durably record what a save is about to do; returns its transaction id.
 
         ``files``: (caption path as stored, old text or None if absent, new text). Text is
-        decoded with ``surrogateescape`` so any bytes round-trip through JSON.
+        decoded with ``surrogateescape`` so any bytes round-trip through JSON. ``moves``: (from,
+        to) paths of a structural edit (folder rename, trash); ``extra_events`` are logged after
+        the pending ones (the "do" of a structural edit, recorded only once its moves worked).
         """
         self._ensure()
         txn = uuid.uuid4().hex
@@ -172,8 +181,9 @@ class History:
                 old = merged[path][1]
             merged[path] = (path, old, new)
         files = list(merged.values())
-        record = {"txn": txn, "time": time.time(), "pid": os.getpid(), "events": self.pending, "files": files,
-                  "started": bool(self._carried), "mids": mids}
+        record = {"txn": txn, "time": time.time(), "pid": os.getpid(),
+                  "events": [*self.pending, *(extra_events or [])], "files": files,
+                  "started": bool(self._carried), "mids": mids, "moves": moves or []}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.intent_path, json.dumps(record, ensure_ascii=True))
         self._carried = files
@@ -195,6 +205,7 @@ class History:
             record["events"] = list(record["events"])
             record["files"] = [(str(p), o, str(n)) for p, o, n in record["files"]]
             record["started"] = bool(record.get("started"))
+            record["moves"] = [(str(a), str(b)) for a, b in record.get("moves") or []]
             record["mids"] = {str(k): [str(t) for t in v] for k, v in dict(record.get("mids") or {}).items()}
             return record
         except (ValueError, KeyError, TypeError):

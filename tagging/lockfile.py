@@ -205,27 +205,38 @@ def hold(path: Path | str, what: str, *, wait: float | None = None, command: str
     try:
         yield entry[0]
     finally:
-        with _registry_guard:
-            entry[1] -= 1
-            done = entry[1] == 0
-            if done:
-                del _held[key]
-        if done:
-            entry[0].release()
+        _leave(key, entry)
 
 
-def try_hold(path: Path | str, what: str) -> contextlib.AbstractContextManager[FileLock | None]:
+@contextlib.contextmanager
+def try_hold(path: Path | str, what: str) -> Iterator[FileLock | None]:
     """Like :func:`hold` but never waits: yields None (holding nothing) when someone else has it."""
     key = os.path.abspath(path)
     with _registry_guard:
-        if key in _held:
-            return hold(key, what)
-    lock = FileLock(key, what)
-    if not lock.try_acquire():
-        return contextlib.nullcontext(None)
+        entry = _held.get(key)
+        if entry is not None:
+            entry[1] += 1
+        else:
+            lock = FileLock(key, what)
+            if lock.try_acquire():  # never blocks, so it may run under the guard
+                entry = _held[key] = [lock, 1]
+    if entry is None:
+        yield None
+        return
+    try:
+        yield entry[0]
+    finally:
+        _leave(key, entry)
+
+
+def _leave(key: str, entry: list) -> None:
     with _registry_guard:
-        _held[key] = [lock, 0]  # hold() below adds the depth and releases it at the end
-    return hold(key, what)
+        entry[1] -= 1
+        done = entry[1] == 0
+        if done:
+            del _held[key]
+    if done:
+        entry[0].release()
 
 
 def dataset_lock_path(root: Path | str) -> Path:

@@ -115,11 +115,7 @@ def test_two_cli_edits_at_once_never_lose_an_update(tmp_path: Path) -> None:
     old = reliability.make_caption_dataset(template, 30)
     waited = reliability.race_trial(template, tmp_path / "w1", old, delay=0.0, lock_wait=20)
     assert waited.codes == (0, 0) and waited.lost_updates == 0 and waited.torn == []  # the second waited
-    refused = reliability.race_trial(template, tmp_path / "w2", old, delay=0.0, lock_wait=0)
-    assert refused.lost_updates == 0 and refused.torn == []
-    assert all(code in (0, 2) for code in refused.codes)
-    for code, err in zip(refused.codes, refused.stderr, strict=True):
-        assert code == 0 or "is being changed by process" in err
+    # (Refusing after a short wait is tested above with a holder; the bench races both ways in bulk.)
 
 
 def test_two_loaded_writers_saving_together_never_lose_an_update(tmp_path: Path) -> None:
@@ -198,7 +194,7 @@ def test_crash_at_each_phase_leaves_captions_and_history_in_agreement(tmp_path, 
     assert not (root / ".kazari" / "history.pending.json").exists()
 
 
-@pytest.mark.parametrize(("action", "phase"), [("edit", "half"), ("undo", "intent"), ("undo", "half")])
+@pytest.mark.parametrize(("action", "phase"), [("edit", "half"), ("undo", "half")])
 def test_real_kill_at_a_phase_is_recovered_on_open(tmp_path: Path, action: str, phase: str) -> None:
     template = tmp_path / "template"
     old = (reliability.make_caption_dataset if action == "edit" else reliability.make_edited_template)(template, 30)
@@ -419,3 +415,45 @@ def test_a_save_whose_history_append_failed_is_never_rolled_back_later(tmp_path,
     again.undo()
     again.save()
     assert all((root / "10_kazari" / n).read_bytes() == b for n, b in old.items())
+
+
+@pytest.mark.parametrize("phase", ["intent", "half", "moved"])
+def test_crash_during_trash_or_repeats_is_completed_or_rolled_back(small_dataset: Path, monkeypatch, phase) -> None:
+    folder = small_dataset / "10_kazari"
+    ds = Dataset.open(small_dataset)
+    if phase == "half":  # the image moved, then the process died before its caption followed
+        real_move, calls = dsm.shutil.move, []
+
+        def move(src, dst):
+            calls.append(src)
+            if len(calls) == 2:
+                raise _Crash
+            return real_move(src, dst)
+
+        monkeypatch.setattr(dsm.shutil, "move", move)
+    else:
+        _crash_at(monkeypatch, phase)
+    with pytest.raises(_Crash):
+        ds.trash(K1)
+    monkeypatch.undo()
+    again = Dataset.open(small_dataset)
+    trashed = phase != "intent"
+    assert (folder / "001.png").exists() != trashed and (folder / "001.txt").exists() != trashed
+    assert any(("completed it" if trashed else "rolled it back") in w for w in again.warnings)
+    assert [c.kind for c in again.history] == (["trash"] if trashed else [])
+    if trashed:
+        again.undo()
+        assert (folder / "001.png").exists() and (folder / "001.txt").exists()
+    # A folder rename killed after the move is completed and undoable too.
+    ds = Dataset.open(small_dataset)
+    ds.apply(AddTag("orig"))
+    ds.save()  # so .kazari/originals/10_kazari exists and must follow the rename
+    _crash_at(monkeypatch, "moved")
+    with pytest.raises(_Crash):
+        ds.set_repeats("10_kazari", 4)
+    monkeypatch.undo()
+    again = Dataset.open(small_dataset)
+    assert (small_dataset / "4_kazari").is_dir() and again.history[-1].kind == "repeats"
+    assert (small_dataset / ".kazari/originals/4_kazari").is_dir()
+    again.undo()
+    assert (small_dataset / "10_kazari").is_dir()

@@ -260,3 +260,55 @@ def test_big_save_runs_in_a_worker_behind_a_modal(workspace: Path, monkeypatch: 
     _run(app, scenario)
     assert on_ui_thread == [False]
     assert all(not (set(tags) & FEATURES) for tags in _captions(workspace).values())
+
+
+def test_recovered_save_and_a_busy_lock_are_shown(workspace: Path, monkeypatch) -> None:
+    """A save interrupted by a kill is completed on open and the user is told; a held lock is named."""
+    import subprocess
+    import sys
+
+    import tagging.dataset as dsm
+    from tagging.dataset import Dataset
+    from tagging.edits import AddTag
+
+    root = workspace / "dataset"
+    ds = Dataset.open(root)
+    ds.apply(AddTag("interrupted"))
+    real = dsm.atomic_write_many
+
+    class Crash(BaseException):
+        pass
+
+    def half(items, **kw):
+        items = list(items)
+        if any(".kazari" not in str(p) for p, _ in items):
+            real(items[: len(items) // 2])
+            raise Crash
+        return real(items, **kw)
+
+    monkeypatch.setattr(dsm, "atomic_write_many", half)
+    with pytest.raises(Crash):
+        ds.save()
+    monkeypatch.undo()
+    holder = "import sys\nfrom tagging.lockfile import dataset_lock\nwith dataset_lock(sys.argv[1], command='other-tool'):\n" \
+             "    print('LOCKED', flush=True)\n    sys.stdin.readline()\n"
+    app = make_app(workspace, log_to_file=False)
+
+    async def scenario(app, pilot) -> None:
+        shown = " ".join(n.message for n in app._notifications)
+        assert "kazari completed it" in shown
+        assert "interrupted" in app.session.dataset.image(app.screen.current_key).tags
+        proc = subprocess.Popen([sys.executable, "-c", holder, str(app.session.dataset.root)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "LOCKED"
+            app.session.dataset.lock_wait = 0.1
+            await pilot.press("tab", "d", "s")
+            await _settle(app, pilot)
+            assert f"process {proc.pid}" in screen_text(app) + " ".join(n.message for n in app._notifications)
+            assert app.session.dataset.dirty_keys  # nothing was written: the edit is still unsaved
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+
+    _run(app, scenario)
