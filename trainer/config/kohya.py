@@ -92,7 +92,7 @@ ZERO_IS_UNSET: dict[str, tuple[str, str]] = {
 }
 SD_TO_KAZARI = {sd: key for key, (sd, _) in {**DIRECT, **ZERO_IS_UNSET}.items()}
 # kazari-only keys carried in the [kazari] table of the exported config.
-KAZARI_ONLY = ("model.tokenizer", "training.device")
+KAZARI_ONLY = ("model.tokenizer", "training.device", "training.compile")
 
 # What a key is when sd-scripts does not get it (its argparse defaults, in kazari terms).
 SD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -314,7 +314,8 @@ def import_kohya_args(flat: dict[str, Any], *, source: str = "sd-scripts config"
 
     for name, value in kazari_extra.items():
         key = {"kazari_device": "training.device", "kazari_tokenizer": "model.tokenizer",
-               "kazari_sample_prompts": "sample.sample_prompts", "kazari_attention": "training.attention"}.get(name)
+               "kazari_sample_prompts": "sample.sample_prompts", "kazari_attention": "training.attention",
+               "kazari_compile": "training.compile"}.get(name)
         if key is None:
             unmapped[name] = value
         else:
