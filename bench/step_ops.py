@@ -214,7 +214,7 @@ def graph_breaks(options: StepOptions) -> int | None:
         dynamo.reset()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="step_ops.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="sd15", choices=["sd15", "tiny"])
     p.add_argument("--precision", default="bf16", choices=list(DTYPES))
@@ -225,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=12, help="how many of the most frequent ops to list")
     p.add_argument("--no-graph-breaks", action="store_true", help="skip the torch._dynamo.explain pass")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     try:
         from diffusers.utils import logging as dlogging
