@@ -60,9 +60,12 @@ def _inputs(unet, dtype: torch.dtype, batch: int = 2):
     return lat, cond
 
 
-def _grads(options: StepOptions, micro_batches: int = 1):
+def _grads(options: StepOptions, micro_batches: int = 1, checkpointing: bool = False):
     """Loss and fp32 LoRA gradients of the tiny U-Net in bf16 under CPU autocast (as a bf16 GPU run)."""
     unet = _unet(torch.bfloat16)
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+        unet.train()
     net = _net(unet)
     opt = build_optimizer("AdamW", net.param_groups(1e-3, None))
     step = TrainStep(unet, net, opt, build_scheduler("constant", opt, total_steps=4), None, _schedule(),
@@ -86,10 +89,10 @@ def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert abs(flat_a.norm() / flat_b.norm() - 1) < 0.02
 
 
-@pytest.mark.parametrize("micro_batches", [1, 2])
-def test_lora_cast_once_gives_the_per_call_autocast_results(micro_batches: int) -> None:
+@pytest.mark.parametrize(("micro_batches", "checkpointing"), [(1, False), (2, False), (1, True)])
+def test_lora_cast_once_gives_the_per_call_autocast_results(micro_batches: int, checkpointing: bool) -> None:
     base_losses, base = _grads(StepOptions.baseline(), micro_batches)
-    new_losses, new = _grads(StepOptions(), micro_batches)
+    new_losses, new = _grads(StepOptions(), micro_batches, checkpointing)
     assert new_losses == pytest.approx(base_losses, rel=2e-2)
     _close(new, base)
 

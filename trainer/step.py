@@ -167,13 +167,14 @@ class TrainStep:
                          sample_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Loss of one micro-batch, its gradients accumulated into the LoRA weights; returns the loss."""
         o = self.options
+        # Backward inside too: gradient checkpointing re-runs the LoRA forwards during backward.
         with self.network.compute_weights(self.autocast_dtype, enabled=o.lora_cast_once and not o.compile):
             loss = diffusion_loss(self.model, o.prepare_latents(latents), cond, self.schedule,
                                   generator=self.generator, noise_offset=self.noise_offset,
                                   min_snr_gamma=self.min_snr_gamma, sample_weights=sample_weights,
                                   autocast_dtype=self.autocast_dtype)
-        scaled = loss / self.accumulation if self.accumulation != 1 else loss
-        self.scaler.scale(scaled).backward()
+            scaled = loss / self.accumulation if self.accumulation != 1 else loss
+            self.scaler.scale(scaled).backward()
         return loss
 
     def optimizer_step(self) -> dict[str, float]:
