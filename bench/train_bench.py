@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from trainer.lora import LoRANetwork  # noqa: E402
-from trainer.step import NoiseSchedule, diffusion_loss, set_attention  # noqa: E402
+from trainer.step import NoiseSchedule, StepOptions, TrainStep, set_attention  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # Dense peak TFLOP/s (bf16/fp16 tensor cores, and TF32 for fp32) by GPU name fragment.
@@ -75,7 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                    help="torch.compile mode with --compile (reduce-overhead = CUDA graphs, against a "
                    "host-bound step)")
-    p.add_argument("--channels-last", action="store_true", help="U-Net and latents in channels_last layout")
+    p.add_argument("--channels-last", action="store_true",
+                   help="with --baseline: U-Net and latents in channels_last (the new step always uses it)")
+    p.add_argument("--baseline", action="store_true",
+                   help="the step as before issue 17: autocast casts the fp32 LoRA per call, NCHW, "
+                   "optimizers as before (StepOptions.baseline())")
+    p.add_argument("--sync-check", action="store_true",
+                   help="cuda: torch.cuda.set_sync_debug_mode('error') during the timed steps (not with fp16, "
+                   "whose GradScaler must sync)")
     p.add_argument("--profile", action="store_true",
                    help="after the benches, profile the first config with torch.profiler and print top ops")
     p.add_argument("--profile-rows", type=int, default=25)
@@ -155,33 +162,36 @@ class Bench:
         if self.args.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
             unet.train()
-        if self.args.channels_last:
-            unet.to(memory_format=torch.channels_last)
         net = LoRANetwork(unet, None, dim=self.args.lora_dim, alpha=self.args.lora_dim / 2,
                           train_text_encoder=False)
         try:
             net.to(self.device, torch.float32)
             groups = net.param_groups(unet_lr=1e-4, text_encoder_lr=None)
-            opt = build_optimizer(self.args.optimizer, groups, {})
+            opt = build_optimizer(self.args.optimizer, groups, {}, prefer_fused=not self.args.baseline)
         except BaseException:
             net.remove()  # never leave a LoRA hooked into the shared U-Net for the next config
             raise
-        params = [p for g in opt.param_groups for p in g["params"]]
+        from trainer.optim import build_scheduler
+
         autocast = None if precision == "fp32" else dtype
         if self.args.compile:
             torch._dynamo.reset()  # each config compiles afresh (new LoRA modules, new shapes)
-        model = torch.compile(unet, mode=self.args.compile_mode) if self.args.compile else unet
+        a = self.args
+        options = StepOptions.baseline() if a.baseline else StepOptions()
+        if a.channels_last:
+            options.channels_last = True
+        options.compile = a.compile
+        options.compile_mode = None if a.compile_mode == "default" else a.compile_mode
         scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         gen = torch.Generator(device=self.device).manual_seed(0)
+        train_step = TrainStep(unet, net, opt, build_scheduler("constant", opt, total_steps=10**6), scaler,
+                               self.schedule, options=options, autocast_dtype=autocast, max_grad_norm=1.0,
+                               generator=gen)
+        self.options = options
 
         def step(latents, cond):
-            loss = diffusion_loss(model, latents, cond, self.schedule, generator=gen, autocast_dtype=autocast)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
+            loss = train_step.forward_backward(latents, cond)
+            train_step.optimizer_step()
             return loss
 
         return step, net, opt
@@ -190,8 +200,7 @@ class Bench:
         dtype = DTYPES[precision]
         g = torch.Generator(device=self.device).manual_seed(1)
         lat = torch.randn(batch, 4, res // 8, res // 8, generator=g, device=self.device, dtype=dtype)
-        if self.args.channels_last:
-            lat = lat.contiguous(memory_format=torch.channels_last)
+        lat = self.options.prepare_latents(lat)
         cond = torch.randn(batch, self.args.tokens, self.unet.config.cross_attention_dim, generator=g,
                            device=self.device, dtype=dtype)
         return lat, cond
@@ -203,9 +212,9 @@ class Bench:
     def run_one(self, res: int, batch: int, precision: str, attention: str) -> dict:
         a = self.args
         row = {"res": res, "batch": batch, "precision": precision, "attention": attention,
-               "compile": a.compile and a.compile_mode, "channels_last": a.channels_last,
+               "compile": a.compile and a.compile_mode, "channels_last": a.channels_last or not a.baseline,
                "gradient_checkpointing": a.gradient_checkpointing, "lora_dim": a.lora_dim, "tokens": a.tokens,
-               "optimizer": a.optimizer, "model": "tiny" if self.tiny else "sd15"}
+               "optimizer": a.optimizer, "model": "tiny" if self.tiny else "sd15", "baseline": a.baseline}
         net = None
         try:
             step, net, _ = self.setup(precision, attention)
@@ -215,12 +224,17 @@ class Bench:
             for _ in range(a.warmup):
                 step(lat, cond)
             self.sync()
+            check = a.sync_check and self.device.type == "cuda" and precision != "fp16"
+            if check:
+                torch.cuda.set_sync_debug_mode("error")  # any host sync in the timed steps raises
             t0 = time.perf_counter()
             if self.device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
             for _ in range(a.steps):
                 loss = step(lat, cond)
+            if check:
+                torch.cuda.set_sync_debug_mode("default")
             if self.device.type == "cuda":
                 end.record()
                 end.synchronize()
@@ -250,6 +264,9 @@ class Bench:
         finally:
             if net is not None:
                 net.remove()
+            if self.device.type == "cuda" and self.args.sync_check:
+                torch.cuda.set_sync_debug_mode("default")
+            self.unet.to(memory_format=torch.contiguous_format)  # the next config chooses its own layout
             if self.args.gradient_checkpointing:
                 self.unet.disable_gradient_checkpointing()
             gc.collect()
@@ -337,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     print(f"# kazari train_bench  {env}")
     print(f"# steps={args.steps} warmup={args.warmup} lora_dim={args.lora_dim} tokens={args.tokens} "
-          f"optimizer={args.optimizer} compile={args.compile} channels_last={args.channels_last} "
+          f"optimizer={args.optimizer} compile={args.compile} channels_last={args.channels_last or not args.baseline} baseline={args.baseline} "
           f"grad_ckpt={args.gradient_checkpointing} model={'tiny (CPU)' if tiny else 'SD1.5 U-Net, random weights'}")
     bench = Bench(args, device, tiny)
     header = (f"{'res':>5} {'batch':>5} {'prec':>5} {'attn':>8} {'img/s':>8} {'step ms':>9} {'VRAM GiB':>9} "

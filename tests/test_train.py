@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from test_train_support import make_config, tiny_dataset, tiny_model
 
-import trainer.run as run_mod
+import trainer.step as step_mod  # the training loss lives in TrainStep
 from trainer import events as ev
 from trainer.run import TrainingRun, _oom_message
 
@@ -188,14 +188,14 @@ def test_requests_pause_save_sample_stop(env, tmp_path: Path) -> None:
 
 def test_nan_loss_stops_with_clear_message_and_keeps_last_checkpoint(env, tmp_path: Path, monkeypatch) -> None:
     calls = {"n": 0}
-    real = run_mod.diffusion_loss
+    real = step_mod.diffusion_loss
 
     def nan_on_third(*a, **k):
         calls["n"] += 1
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] >= 3 else loss
 
-    monkeypatch.setattr(run_mod, "diffusion_loss", nan_on_third)
+    monkeypatch.setattr(step_mod, "diffusion_loss", nan_on_third)
     cfg = make_config(env["model"], env["data"], tmp_path / "out")
     result, events = _run(cfg)
     assert isinstance(result, ev.Failed) and result.kind == "nan"
@@ -232,7 +232,7 @@ def test_oom_is_reported_with_settings_to_lower(env, tmp_path: Path, monkeypatch
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(run_mod, "diffusion_loss", oom)
+    monkeypatch.setattr(step_mod, "diffusion_loss", oom)
     cfg = make_config(env["model"], env["data"], tmp_path / "out")
     result, _ = _run(cfg)
     assert isinstance(result, ev.Failed) and result.kind == "oom"

@@ -49,7 +49,8 @@ from trainer.resume import (
     settings_of,
 )
 from trainer.state import Counters, capture_rng, load_state, restore_rng, save_state
-from trainer.step import NoiseSchedule, diffusion_loss, set_attention
+from trainer.step import NoiseSchedule, StepOptions, TrainStep, set_attention
+from trainer.text_cache import TextStateCache, captions_are_fixed
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32, "fp32": torch.float32,
            "no": torch.float32}
@@ -71,25 +72,27 @@ class _LossReader:
         self.cuda = device.type == "cuda"
         self.pending: deque[tuple[int, torch.Tensor, Any]] = deque()
 
-    def push(self, step: int, loss: torch.Tensor) -> None:
+    def push(self, step: int, loss: torch.Tensor, lrs: dict[str, float] | None = None) -> None:
+        """``lrs``: the learning rates the step used, reported with its loss (by then the
+        scheduler has moved on)."""
         loss = loss.detach().float()
         if self.cuda:
             host = torch.empty((), dtype=torch.float32, pin_memory=True)
             host.copy_(loss, non_blocking=True)
             done = torch.cuda.Event()
             done.record()
-            self.pending.append((step, host, done))
+            self.pending.append((step, host, done, lrs))
         else:
-            self.pending.append((step, loss, None))
+            self.pending.append((step, loss, None, lrs))
 
-    def ready(self) -> list[tuple[int, float]]:
+    def ready(self) -> list[tuple[int, float, dict[str, float] | None]]:
         out = []
         while self.pending and (self.pending[0][2] is None or self.pending[0][2].query()):
-            step, value, _ = self.pending.popleft()
-            out.append((step, float(value)))
+            step, value, _, lrs = self.pending.popleft()
+            out.append((step, float(value), lrs))
         return out
 
-    def flush(self) -> list[tuple[int, float]]:
+    def flush(self) -> list[tuple[int, float, dict[str, float] | None]]:
         if self.pending and self.pending[-1][2] is not None:
             self.pending[-1][2].synchronize()
         return self.ready()
@@ -454,6 +457,19 @@ class TrainingRun:
             num_batches_per_epoch=batches_per_epoch, max_train_steps=total_steps, seed=seed,
             world_size=self.world_size)
         schedule = NoiseSchedule.from_scheduler(bundle.noise_scheduler, device)
+        # The step's device work (LoRA in the autocast dtype, channels_last, fused optimizer, compile).
+        train_step = TrainStep(unet, network, optimizer, scheduler, scaler, schedule,
+                               options=StepOptions(compile=t.compile), autocast_dtype=autocast_dtype,
+                               max_grad_norm=o.max_grad_norm, generator=noise_gen, noise_offset=t.noise_offset,
+                               min_snr_gamma=t.min_snr_gamma or None, accumulation=accum)
+
+        def encode_text(captions: list[str]) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None), torch.set_grad_enabled(train_te):
+                return self._encode_text(bundle, captions).to(weight_dtype)
+
+        # A frozen text encoder and fixed captions: each caption is encoded once per run.
+        text_states = TextStateCache(encode_text, enabled=not train_te and captions_are_fixed(data.captions))
         losses = _LossReader(device)
         recent: deque[float] = deque(maxlen=max(10, batches_per_epoch))
         epoch_losses: list[float] = []
@@ -461,8 +477,8 @@ class TrainingRun:
         t_start = time.perf_counter()
         steps_at_start = counters.step
 
-        def report(ready: list[tuple[int, float]], epoch: int) -> None:
-            for step, value in ready:
+        def report(ready: list[tuple[int, float, dict[str, float] | None]], epoch: int) -> None:
+            for step, value, lrs in ready:
                 if not math.isfinite(value):
                     raise NonFiniteLoss(_nan_message(cfg, step))
                 recent.append(value)
@@ -473,7 +489,7 @@ class TrainingRun:
                 mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
                 self.emit(ev.StepEvent(
                     step=step, total_steps=total_steps, epoch=epoch, loss=value,
-                    smoothed_loss=sum(recent) / len(recent), lrs=current_lrs(optimizer),
+                    smoothed_loss=sum(recent) / len(recent), lrs=lrs or current_lrs(optimizer),
                     images_per_s=it_s * images_per_step, it_per_s=it_s, gpu_mem_gb=mem,
                     eta_s=(total_steps - step) / it_s if it_s > 0 else None))
 
@@ -513,14 +529,7 @@ class TrainingRun:
                 latents = latents.to(weight_dtype)
                 weights = _to_device(torch.tensor(data.sample_weights(batch)), device)
 
-                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                    enabled=autocast_dtype is not None), \
-                        torch.set_grad_enabled(train_te):
-                    cond = self._encode_text(bundle, captions)
-                loss = diffusion_loss(unet, latents, cond.to(weight_dtype), schedule, generator=noise_gen,
-                                      noise_offset=t.noise_offset, min_snr_gamma=t.min_snr_gamma or None,
-                                      sample_weights=weights, autocast_dtype=autocast_dtype)
-                scaler.scale(loss / accum).backward()
+                loss = train_step.forward_backward(latents, text_states(captions), weights)
                 micro += 1
                 counters.images_seen += len(batch) * self.world_size
                 last_of_epoch = bi == len(batches) - 1
@@ -529,18 +538,12 @@ class TrainingRun:
 
                 # ---- optimizer step ----
                 agreed_stop = self._all_reduce_grads(params, self._stop.is_set()) if self._dist else False
-                if o.max_grad_norm > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
+                step_lrs = train_step.optimizer_step()
                 counters.step += 1
                 counters.batch_in_epoch = bi + 1
                 self._step = counters.step
                 micro = 0
-                losses.push(counters.step, loss)
+                losses.push(counters.step, loss, step_lrs)
                 report(losses.ready(), epoch)
 
                 # ---- requests from outside, between steps ----

@@ -104,3 +104,101 @@ def set_attention(unet: torch.nn.Module, mode: str) -> None:
         raise UserError(
             f"[training] attention = {mode!r} is not known.", hint='Use "sdpa", "xformers" or "math".'
         )
+
+
+@dataclass
+class StepOptions:
+    """The step's host-cost paths (issue 17); ``baseline()`` is the code as it was before them.
+
+    - ``lora_cast_once``: under autocast, LoRA computes in the autocast dtype from weights cast once
+      per step (``LoRANetwork.compute_weights``) instead of autocast casting each weight and input per call;
+    - ``channels_last``: U-Net and latents in NHWC (cuDNN's native layout: no per-conv transposes);
+    - ``foreach_optimizer``: fused AdamW / foreach Lion and SGD on every device, not per-tensor loops;
+    - ``compile``: ``torch.compile(unet, fullgraph=True)`` (the LoRA casts then fuse inside the graph).
+    """
+
+    lora_cast_once: bool = True
+    channels_last: bool = True
+    foreach_optimizer: bool = True
+    compile: bool = False
+    compile_mode: str | None = None
+
+    @classmethod
+    def baseline(cls) -> StepOptions:
+        return cls(lora_cast_once=False, channels_last=False, foreach_optimizer=False, compile=False)
+
+    def prepare_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and latents.dim() == 4:
+            return latents.contiguous(memory_format=torch.channels_last)
+        return latents
+
+
+class TrainStep:
+    """One optimizer step's device work, shared by ``TrainingRun`` and the benches.
+
+        step = TrainStep(unet, network, optimizer, scheduler, scaler, schedule, options=StepOptions(), ...)
+        loss = step.forward_backward(latents, cond, sample_weights)   # per micro-batch
+        lrs = step.optimizer_step()          # clip, step, zero_grad, scheduler; the lrs this step USED
+
+    Nothing here reads a device value on the host (fp16's GradScaler aside), so a CUDA host can
+    queue the next step while the GPU works.
+    """
+
+    def __init__(self, unet: torch.nn.Module, network, optimizer: torch.optim.Optimizer, scheduler,
+                 scaler: torch.amp.GradScaler | None, schedule: NoiseSchedule, *, options: StepOptions | None = None,
+                 autocast_dtype: torch.dtype | None = None, max_grad_norm: float = 0.0,
+                 generator: torch.Generator | None = None, noise_offset: float = 0.0,
+                 min_snr_gamma: float | None = None, accumulation: int = 1) -> None:
+        self.options = options or StepOptions()
+        self.network, self.optimizer, self.scheduler = network, optimizer, scheduler
+        self.scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
+        self.schedule, self.autocast_dtype = schedule, autocast_dtype
+        self.max_grad_norm, self.generator = max_grad_norm, generator
+        self.noise_offset, self.min_snr_gamma, self.accumulation = noise_offset, min_snr_gamma, accumulation
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        if self.options.channels_last:
+            unet.to(memory_format=torch.channels_last)
+        self.model = unet
+        if self.options.compile:
+            mode = self.options.compile_mode
+            self.model = torch.compile(unet, fullgraph=True, **({"mode": mode} if mode else {}))
+
+    def forward_backward(self, latents: torch.Tensor, cond: torch.Tensor,
+                         sample_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of one micro-batch, its gradients accumulated into the LoRA weights; returns the loss."""
+        o = self.options
+        # Backward inside too: gradient checkpointing re-runs the LoRA forwards during backward.
+        with self.network.compute_weights(self.autocast_dtype, enabled=o.lora_cast_once and not o.compile):
+            loss = diffusion_loss(self.model, o.prepare_latents(latents), cond, self.schedule,
+                                  generator=self.generator, noise_offset=self.noise_offset,
+                                  min_snr_gamma=self.min_snr_gamma, sample_weights=sample_weights,
+                                  autocast_dtype=self.autocast_dtype)
+            scaled = loss / self.accumulation if self.accumulation != 1 else loss
+            self.scaler.scale(scaled).backward()
+        return loss
+
+    def optimizer_step(self) -> dict[str, float]:
+        """Clip, step, clear the gradients and advance the schedule; returns the lr per group that
+        this step used (read before the scheduler moves on, plain floats: no device read)."""
+        from trainer.optim import current_lrs
+
+        lrs = current_lrs(self.optimizer)
+        if self.max_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=_foreach_ok(self.params))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return lrs
+
+    def run(self, latents: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """One micro-batch and its optimizer step (what the benches time)."""
+        loss = self.forward_backward(latents, cond)
+        self.optimizer_step()
+        return loss
+
+
+def _foreach_ok(params: list[torch.Tensor]) -> bool | None:
+    # One norm kernel for all LoRA grads (the default on CUDA); CPU has foreach kernels too.
+    return True if params and all(p.device.type in ("cpu", "cuda") for p in params) else None

@@ -244,6 +244,8 @@ class TrainingSection(_Section):
                               unit="gamma", ge=0, le=100)
     device: Literal["auto", "cuda", "cpu"] = _f(
         "auto", "Where to train: auto = CUDA when available, else CPU.", unit="auto | cuda | cpu")
+    compile: bool = _f(False, "torch.compile the U-Net (one graph, no breaks): slower first steps, "
+                       "less host overhead per step after.")
 
 
 class OutputSection(_Section):

@@ -67,7 +67,7 @@ ZERO_IS_UNSET: dict[str, tuple[str, str]] = {
 }
 SD_TO_KAZARI = {sd: key for key, (sd, _) in {**DIRECT, **ZERO_IS_UNSET}.items()}
 # kazari-only keys carried in the [kazari] table of the exported config.
-KAZARI_ONLY = ("model.tokenizer", "training.device")
+KAZARI_ONLY = ("model.tokenizer", "training.device", "training.compile")
 
 # Keys sd-scripts spells in a way no single option name says (flags, network_args, files).
 SPECIAL: dict[str, str] = {
