@@ -76,10 +76,7 @@ def _settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from trainer.grid import DEFAULT_WEIGHTS, build_grid
-    from trainer.models import load_sd1
+    from trainer.grid import DEFAULT_WEIGHTS, GridSource, load_base, render_run_grid
 
     s = _settings(args)
     loras = list(args.lora) if args.lora else s["run_dir"]
@@ -87,15 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if not prompts:
         raise UserError("No prompt for the grid.", hint="Pass --prompt TEXT or set [sample] sample_prompts.")
     out = args.output or (Path(s["run_dir"]) / "grid" if s["run_dir"] else Path("grid"))
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but PyTorch sees no CUDA GPU.",
-                        hint="Install a CUDA build of PyTorch, or use --device auto / cpu.")
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    bundle = load_sd1(s["model"], vae=s["vae"], tokenizer=s["tokenizer"], dtype=dtype, device=device,
-                      vae_dtype=torch.float32)
+    source = GridSource(model=s["model"], vae=s["vae"], tokenizer=s["tokenizer"], device=args.device,
+                        clip_skip=s["clip_skip"], max_token_length=s["max_token_length"],
+                        sampler=args.sampler or s["sampler"] or "euler_a", output_name=s["output_name"])
+    bundle = load_base(source)
 
     live = sys.stderr.isatty()  # a log file gets one line per cell, not a run of carriage returns
 
@@ -108,18 +100,9 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        result = build_grid(
-            bundle, loras, prompts,
-            weights=args.weights or DEFAULT_WEIGHTS,
-            seeds=args.seed,
-            out_dir=out,
-            sampler=args.sampler or s["sampler"] or "euler_a",
-            steps=args.steps,
-            clip_skip=s["clip_skip"],
-            max_token_length=s["max_token_length"],
-            progress=progress,
-            output_name=s["output_name"],
-            cancel=stop,
+        result = render_run_grid(
+            source, loras, prompts, weights=args.weights or DEFAULT_WEIGHTS, seeds=args.seed, out_dir=out,
+            steps=args.steps, progress=progress, cancel=stop, bundle=bundle,
         )
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -55,29 +55,18 @@ class GridJob:
 
     def run(self) -> Any:
         """Load the base model once and render every cell (blocking; call from a thread worker)."""
-        import torch
-
-        from trainer.grid import build_grid
-        from trainer.models import load_sd1
+        from trainer.grid import GridSource, render_run_grid
 
         cfg = self.cfg
-        device = cfg.training.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.float16 if device == "cuda" else torch.float32
-        bundle = load_sd1(cfg.model.pretrained_model, vae=cfg.model.vae, tokenizer=cfg.model.tokenizer,
-                          dtype=dtype, device=device, vae_dtype=torch.float32)
 
         def progress(done: int, total: int, cell: Any) -> None:
             self.done, self.total = done, total
             if cell.prompt_index == 0:  # the screen shows the first prompt's first seed
                 self.cells.setdefault((cell.row, cell.col), cell)
 
-        return build_grid(
-            bundle, self.rows, cfg.sample.sample_prompts, weights=self.weights, out_dir=self.out_dir,
-            sampler=cfg.sample.sample_sampler, steps=self.steps, clip_skip=cfg.training.clip_skip,
-            max_token_length=cfg.dataset.max_token_length, progress=progress, cancel=self.cancel.is_set,
-            output_name=cfg.output.output_name,
+        return render_run_grid(
+            GridSource.from_config(cfg), self.rows, cfg.sample.sample_prompts, weights=self.weights,
+            out_dir=self.out_dir, steps=self.steps, progress=progress, cancel=self.cancel.is_set,
         )
 
 

@@ -1,0 +1,85 @@
+"""The evaluation prompts: the trigger alone, then the trigger plus things the dataset never shows.
+
+A prompt line may use ``{trigger}``; its *asked* tags are its comma-separated tags minus the
+trigger and the character's features, kept only when the tagger knows them (``masterpiece`` is
+no tag a tagger can find). A prompt with no asked tags measures feature recall; the others
+measure adherence and leakage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tagging.errors import UserError
+from tagging.tagger.select import normalise
+from trainer.prompts import PromptSpec, load_prompts, parse_prompt_line
+
+# Candidates, in order: the first one the training captions never mention is used.
+OUTFITS = ("school_uniform", "bikini", "maid", "kimono", "armor", "swimsuit")
+PLACES = ("beach", "forest", "night", "classroom", "city")
+POSES = ("from_behind", "sitting", "lying", "from_side")
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    spec: PromptSpec
+    asked: tuple[str, ...]  # what the tagger must find beyond the character
+
+
+def _first_unseen(candidates: Sequence[str], seen: Collection[str]) -> str:
+    return next((c for c in candidates if c not in seen), candidates[0])
+
+
+def default_prompt_lines(caption_tags: Collection[str] = ()) -> list[str]:
+    """Trigger alone; + an outfit; + a place; + a pose — each one the captions never show."""
+    seen = {normalise(t) for t in caption_tags}
+    return [
+        "{trigger}",
+        f"{{trigger}}, {_first_unseen(OUTFITS, seen)}",
+        f"{{trigger}}, {_first_unseen(PLACES, seen)}",
+        f"{{trigger}}, {_first_unseen(POSES, seen)}",
+    ]
+
+
+def positive_tags(prompt: str) -> list[str]:
+    """The prompt's tags (A1111 weights and ``<lora:...>`` dropped), normalised."""
+    out = []
+    for part in prompt.split(","):
+        tag = part.strip().strip("()[]{}")
+        if ":" in tag and not tag.startswith("<"):
+            tag = tag.rsplit(":", 1)[0].strip("() ")  # (tag:1.2)
+        if tag and not tag.startswith("<"):
+            out.append(normalise(tag.replace("\\(", "(").replace("\\)", ")")))
+    return out
+
+
+def build_eval_prompts(
+    lines: Sequence[str] | str | Path,
+    trigger: str,
+    features: Collection[str],
+    known_tags: Collection[str] | None,
+    defaults: PromptSpec | None = None,
+) -> list[EvalPrompt]:
+    """Parse the prompt lines (sd-scripts syntax, ``{trigger}`` substituted)."""
+    if isinstance(lines, (str, Path)):
+        specs = load_prompts(lines, defaults)
+        raw = [s.to_line() for s in specs]
+    else:
+        raw = list(lines)
+    if any("{trigger}" in line for line in raw) and not trigger:
+        raise UserError(
+            "The evaluation prompts use {trigger}, but no trigger word is known for this dataset.",
+            hint="Set it with `kazari dataset character ROOT --trigger WORD`, or pass --trigger WORD.",
+        )
+    known = None if known_tags is None else {normalise(t) for t in known_tags}
+    drop = {normalise(trigger), *(normalise(f) for f in features)}
+    out = []
+    for i, line in enumerate(raw):
+        spec = parse_prompt_line(line.replace("{trigger}", trigger), defaults, where=f"evaluation prompt {i + 1}")
+        asked = [t for t in positive_tags(spec.prompt) if t not in drop and (known is None or t in known)]
+        out.append(EvalPrompt(spec, tuple(dict.fromkeys(asked))))
+    if not out:
+        raise UserError("No evaluation prompt to judge with.", hint="Set [judge] prompts or leave it empty for the defaults.")
+    return out
