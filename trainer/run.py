@@ -428,6 +428,9 @@ class TrainingRun:
             num_batches_per_epoch=batches_per_epoch, max_train_steps=total_steps, seed=seed,
             world_size=self.world_size)
         schedule = NoiseSchedule.from_scheduler(bundle.noise_scheduler, device)
+        from trainer.validation import RunValidation  # fixed-noise validation loss at each save
+
+        self._validation = RunValidation.start(self, data, bundle, schedule, device, autocast_dtype, weight_dtype)
         losses = _LossReader(device)
         recent: deque[float] = deque(maxlen=max(10, batches_per_epoch))
         epoch_losses: list[float] = []
@@ -603,6 +606,8 @@ class TrainingRun:
         ctx.network.save(path, metadata=meta, dtype=_DTYPES[out.save_precision], format=out.save_model_as)
         self.last_checkpoint = path
         self.emit(ev.CheckpointSaved(path, counters.epoch, counters.step, kind))
+        if getattr(self, "_validation", None) is not None:
+            self._validation.at_save(path, counters.epoch, counters.step)
         return path
 
     def _save_state(self, ctx: _Ctx, folder: Path, counters: Counters) -> Path | None:

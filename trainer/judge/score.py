@@ -172,7 +172,8 @@ def _row_failures(row_cells: list[CellScore], pick: CellScore, n_features: int) 
         what = f"ignores {_quote(ignored[:3])}" if ignored else "follows prompts less"
         out.append(f"overfit: it {what} at weight ≥ {low:g} (prompt adherence {best.adherence:.2f})")
     if best.leakage - pick.leakage > MIN_GAP:
-        out.append(f"overfit: it draws {_quote(best.leaked_tags[:3])} unprompted (leakage {best.leakage:.2f})")
+        lead = "it also" if any(o.startswith("overfit") for o in out) else "overfit: it"
+        out.append(f"{lead} draws {_quote(best.leaked_tags[:3])} unprompted (leakage {best.leakage:.2f})")
     if pick.identity is not None and best.identity is not None and pick.identity - best.identity > MIN_GAP:
         out.append(f"identity {best.identity:.2f} (CCIP)")
     if best.corruption - pick.corruption > MIN_GAP:
@@ -201,7 +202,9 @@ def recommend(cells: Sequence[CellScore], features: Sequence[str], feature_note:
     if pick.recall is not None:
         found = round(pick.recall * n)
         what = "all" if found == n else f"{found} of"
+        named = [f for f in features if f not in pick.missing_features][:4]
         parts.append(f"{what} {n} feature{'s' if n != 1 else ''} from the trigger alone"
+                     + (f" ({_quote(named)})" if named and not pick.missing_features else "")
                      + (f" (missing {_quote(pick.missing_features)})" if pick.missing_features else ""))
         base = [c for c in cells if c.weight == 0 and c.row == pick.row and c.recall is not None]
         if base:
