@@ -14,6 +14,7 @@ from tagging.character import CharacterProfile, save_character
 from tagging.tagger.tiny import build_tiny_tagger
 from trainer import events as ev
 from trainer.run import TrainingRun
+from trainer.validation import read_validation_loss
 
 pytestmark = pytest.mark.slow
 torch.set_num_threads(1)
@@ -42,9 +43,11 @@ def test_validation_loss_is_emitted_at_each_save_and_differs_between_epochs(trai
     vals = [e for e in trained["events"] if isinstance(e, ev.ValidationLoss)]
     assert [v.epoch for v in vals] == [1, 2, 3]
     assert len({v.loss for v in vals}) == 3
-    record = json.loads((trained["root"] / "out" / "t-validation.json").read_text())
-    assert [r["file"] for r in record["records"]] == ["t-000001.safetensors", "t-000002.safetensors", "t.safetensors"]
-    assert [r["loss"] for r in record["records"]] == [v.loss for v in vals]
+    out = trained["root"] / "out"
+    files = ["t-000001.safetensors", "t-000002.safetensors", "t.safetensors"]
+    assert [v.path.name for v in vals] == files
+    # the value travels with the file, in its metadata
+    assert [read_validation_loss(out / f) for f in files] == [v.loss for v in vals]
 
 
 def test_validation_loss_is_bit_identical_for_the_same_weights(trained):

@@ -602,12 +602,14 @@ class TrainingRun:
         out = self.cfg.output
         path = ctx.out_dir / f"{stem}.{out.save_model_as}"
         meta = md.for_save(ctx.base_md, step=counters.step, epoch=counters.epoch)
+        validation = getattr(self, "_validation", None)  # fixed-noise validation loss, kept in the file
+        meta = validation.annotate(meta) if validation is not None else meta
         # LoRANetwork.save writes a temp file and renames it: a full disk leaves the old file intact.
         ctx.network.save(path, metadata=meta, dtype=_DTYPES[out.save_precision], format=out.save_model_as)
         self.last_checkpoint = path
         self.emit(ev.CheckpointSaved(path, counters.epoch, counters.step, kind))
-        if getattr(self, "_validation", None) is not None:
-            self._validation.at_save(path, counters.epoch, counters.step)
+        if validation is not None:
+            validation.announce(path, counters.epoch, counters.step)
         return path
 
     def _save_state(self, ctx: _Ctx, folder: Path, counters: Counters) -> Path | None:

@@ -4,13 +4,13 @@ fixed noise, computed at every save.
 The training loss jumps with each step's random timesteps; this one uses the same images,
 captions (as read at the start), latents (the VAE mean, no sampling), timesteps (spread evenly over
 the schedule) and noise (drawn once on the CPU from a fixed seed) every time, so two saves differ
-only by the LoRA weights. Same weights => bit-identical value. The values go to
-``RUN_DIR/<name>-validation.json`` (read by ``kazari judge``) and out as ``ValidationLoss`` events.
+only by the LoRA weights. Same weights => bit-identical value. Each value is stored in the saved
+LoRA's metadata (``kazari_validation_loss``, read by ``kazari judge``) and sent out as a
+``ValidationLoss`` event (the Train screen shows it beside the training loss).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +18,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from tagging.atomic import atomic_write_text
 
 NOISE_SEED = 20240607  # any constant: what matters is that it never changes between saves
 
@@ -91,30 +89,30 @@ class FixedValidation:
         return total / max(count, 1)
 
 
-def validation_path(out_dir: Path, output_name: str) -> Path:
-    return Path(out_dir) / f"{output_name}-validation.json"
+META_KEY = "kazari_validation_loss"  # in the saved LoRA's metadata: the value travels with the file
 
 
-def record_loss(path: Path, *, file: str, epoch: int, step: int, loss: float, fresh: bool) -> None:
-    """Add one save's value to the run's validation file (``fresh`` starts a new file)."""
-    records: list[dict[str, Any]] = []
-    if not fresh:
-        try:
-            records = list(json.loads(path.read_text(encoding="utf-8")).get("records", []))
-        except (OSError, ValueError, AttributeError):
-            records = []
-    records = [r for r in records if r.get("file") != file] + [
-        {"file": file, "epoch": epoch, "step": step, "loss": loss}]
-    atomic_write_text(path, json.dumps({"records": records}, indent=1) + "\n")
+def read_validation_loss(lora: Path) -> float | None:
+    """The validation loss recorded in a saved LoRA (None: not recorded, or not a safetensors file)."""
+    if Path(lora).suffix.lower() != ".safetensors":
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(lora), framework="pt") as f:
+            value = (f.metadata() or {}).get(META_KEY)
+        return float(value) if value is not None else None
+    except (OSError, ValueError, RuntimeError):
+        return None
 
 
 class RunValidation:
     """The training loop's hook: ``start`` once, ``at_save`` after each LoRA file is written."""
 
     def __init__(self, fixed: FixedValidation, unet: Any, encode: Callable[[list[str]], torch.Tensor],
-                 emit: Callable[[Any], None], path: Path, fresh: bool) -> None:
+                 emit: Callable[[Any], None]) -> None:
         self.fixed, self.unet, self.encode, self.emit = fixed, unet, encode, emit
-        self.path, self.fresh = path, fresh
+        self.last: float | None = None
 
     @classmethod
     def start(cls, run: Any, data: Any, bundle: Any, schedule: Any, device: torch.device,
@@ -128,18 +126,22 @@ class RunValidation:
                                         weight_dtype=weight_dtype)
         if fixed is None:
             return None
-        return cls(fixed, bundle.unet, lambda caps: run._encode_text(bundle, caps), run.emit,
-                   validation_path(cfg.output.output_dir, cfg.output.output_name), fresh=run.resume_from is None)
+        return cls(fixed, bundle.unet, lambda caps: run._encode_text(bundle, caps), run.emit)
 
-    def at_save(self, lora_path: Path, epoch: int, step: int) -> float | None:
+    def annotate(self, metadata: dict[str, str]) -> dict[str, str]:
+        """Compute the loss for the weights about to be saved and add it to their metadata."""
         from trainer import events as ev
 
+        self.last = None
         try:
-            loss = self.fixed.compute(self.unet, self.encode)
-            record_loss(self.path, file=Path(lora_path).name, epoch=epoch, step=step, loss=loss, fresh=self.fresh)
+            self.last = self.fixed.compute(self.unet, self.encode)
         except Exception as exc:  # a diagnostic must never cost the run
             self.emit(ev.TrainWarning(f"Validation loss skipped: {type(exc).__name__}: {exc}"))
-            return None
-        self.fresh = False
-        self.emit(ev.ValidationLoss(epoch=epoch, step=step, loss=loss, path=Path(lora_path)))
-        return loss
+            return metadata
+        return {**metadata, META_KEY: repr(self.last)}
+
+    def announce(self, lora_path: Path, epoch: int, step: int) -> None:
+        from trainer import events as ev
+
+        if self.last is not None:
+            self.emit(ev.ValidationLoss(epoch=epoch, step=step, loss=self.last, path=Path(lora_path)))

@@ -45,7 +45,6 @@ class JudgePlan:
     score_weights: Weights = field(default_factory=Weights)
     identity_model: str | None = None  # CCIP variant or folder; None = identity off
     training_images: list[Path] = field(default_factory=list)
-    validation_path: Path | None = None
 
 
 @dataclass
@@ -157,22 +156,19 @@ def plan_judge(
         tagger=loaded, tagger_name=tagger_name, general_threshold=j.general_threshold,
         score_weights=Weights(beta=j.beta, leak_penalty=j.leak_penalty),
         identity_model=j.ccip_model if j.identity else None, training_images=images,
-        validation_path=validation_file(run_dir, cfg.output.output_name),
     )
 
 
-def validation_file(run_dir: Path, output_name: str) -> Path:
-    return Path(run_dir) / f"{output_name}-validation.json"
+def read_validation(rows: Sequence[tuple[str, Path]]) -> list[dict[str, Any]]:
+    """The fixed-noise validation loss each LoRA recorded when it was saved (trainer.validation)."""
+    from trainer.validation import read_validation_loss
 
-
-def read_validation(path: Path | None) -> list[dict[str, Any]]:
-    if path is None:
-        return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    return [r for r in data.get("records", []) if isinstance(r, dict)] if isinstance(data, dict) else []
+    out = []
+    for label, path in rows:
+        loss = read_validation_loss(path)
+        if loss is not None:
+            out.append({"label": label, "file": Path(path).name, "loss": loss})
+    return out
 
 
 # ------------------------------------------------------------------------------- judging
@@ -236,7 +232,7 @@ def judge(
     scored = score_cells(seen, rows, plan.weights, [p.asked for p in plan.prompts], plan.features,
                          plan.leak_candidates, plan.score_weights)
     pick = recommend(scored, plan.features, plan.feature_note)
-    validation = read_validation(plan.validation_path)
+    validation = read_validation(plan.rows)
     json_path = out / "judge.json"
     judged = JudgeResult(plan, scored, pick, index_path, json_path, None, validation, reused)
     judged.plot_path = write_plot(judged, out / "judge.png")
