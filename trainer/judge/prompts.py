@@ -20,12 +20,23 @@ from trainer.prompts import PromptSpec, load_prompts, parse_prompt_line
 OUTFITS = ("school_uniform", "bikini", "maid", "kimono", "armor", "swimsuit")
 PLACES = ("beach", "forest", "night", "classroom", "city")
 POSES = ("from_behind", "sitting", "lying", "from_side")
+# Quality words of anime prompts: no tagger tag, and no request the picture can fail.
+QUALITY = frozenset({"masterpiece", "best_quality", "high_quality", "good_quality", "amazing_quality",
+                     "normal_quality", "low_quality", "worst_quality", "very_aesthetic", "aesthetic",
+                     "absurdres", "highres", "newest", "detailed"})
 
 
 @dataclass(frozen=True)
 class EvalPrompt:
     spec: PromptSpec
     asked: tuple[str, ...]  # what the tagger must find beyond the character
+    unmeasured: tuple[str, ...] = ()  # asked for, but the tagger has no such tag
+
+    @property
+    def scored_asked(self) -> tuple[str, ...] | None:
+        """What scoring uses: None for a prompt that asks only for things the tagger cannot see (it
+        is neither a trigger-only prompt nor measurable for adherence)."""
+        return None if self.unmeasured and not self.asked else self.asked
 
 
 def _first_unseen(candidates: Sequence[str], seen: Collection[str]) -> str:
@@ -78,8 +89,10 @@ def build_eval_prompts(
     out = []
     for i, line in enumerate(raw):
         spec = parse_prompt_line(line.replace("{trigger}", trigger), defaults, where=f"evaluation prompt {i + 1}")
-        asked = [t for t in positive_tags(spec.prompt) if t not in drop and (known is None or t in known)]
-        out.append(EvalPrompt(spec, tuple(dict.fromkeys(asked))))
+        beyond = [t for t in positive_tags(spec.prompt) if t not in drop and t not in QUALITY]
+        asked = [t for t in beyond if known is None or t in known]
+        unmeasured = [t for t in beyond if t not in asked]
+        out.append(EvalPrompt(spec, tuple(dict.fromkeys(asked)), tuple(dict.fromkeys(unmeasured))))
     if not out:
         raise UserError("No evaluation prompt to judge with.", hint="Set [judge] prompts or leave it empty for the defaults.")
     return out

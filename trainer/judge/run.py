@@ -135,6 +135,9 @@ def plan_judge(
     ds, captions, images = _dataset_facts(cfg)
     trig, features, note = character_features(ds, trigger or "")
     tagger_name = str(tagger) if tagger else resolve_tagger_name(ds.root if ds else None, j.tagger)
+    beside = cfg.source_path.parent / tagger_name if cfg.source_path is not None else None
+    if not tagger and beside is not None and beside.is_dir():  # a [judge] tagger folder relative to the config
+        tagger_name = str(beside)
     loaded = Tagger.load(tagger_name)
     defaults = None
     if cfg.sample.sample_prompts:
@@ -229,7 +232,7 @@ def judge(
         for i, c in enumerate(cells)
     ]
     rows = [r["label"] for r in index["rows"]]
-    scored = score_cells(seen, rows, plan.weights, [p.asked for p in plan.prompts], plan.features,
+    scored = score_cells(seen, rows, plan.weights, [p.scored_asked for p in plan.prompts], plan.features,
                          plan.leak_candidates, plan.score_weights)
     pick = recommend(scored, plan.features, plan.feature_note)
     validation = read_validation(plan.rows)
@@ -264,7 +267,8 @@ def judge_json(result: JudgeResult) -> dict[str, Any]:
         "features": plan.features,
         "feature_note": plan.feature_note,
         "leak_candidates": plan.leak_candidates,
-        "prompts": [{"line": p.spec.to_line(), "asked": list(p.asked)} for p in plan.prompts],
+        "prompts": [{"line": p.spec.to_line(), "asked": list(p.asked), "unmeasured": list(p.unmeasured)}
+                    for p in plan.prompts],
         "weights": plan.weights,
         "seeds": plan.seeds,
         "rows": [{"label": lab, "lora": str(p)} for lab, p in plan.rows],

@@ -94,7 +94,7 @@ def score_cells(
     images: Sequence[ImageTagsFound],
     rows: Sequence[str],
     weights_axis: Sequence[float],
-    asked: Sequence[Sequence[str]],
+    asked: Sequence[Sequence[str] | None],
     features: Sequence[str],
     leak_candidates: Iterable[str],
     weights: Weights = Weights(),
@@ -102,11 +102,11 @@ def score_cells(
     """Score every (row, col) cell from its images.
 
     ``asked[p]`` are the tags prompt ``p`` asks for beyond the trigger (empty: a trigger-only
-    prompt, used for feature recall). ``leak_candidates`` are the training captions' frequent
+    prompt, used for feature recall; None: a prompt nothing can be measured on, skipped). ``leak_candidates`` are the training captions' frequent
     tags; a candidate the base model (weight 0) draws for the same prompt and seed is not a leak.
     """
     feats = [normalise(t) for t in features]
-    asked_n = [[normalise(t) for t in a] for a in asked]
+    asked_n = [None if a is None else [normalise(t) for t in a] for a in asked]
     candidates = {normalise(t) for t in leak_candidates} - set(feats)
     zero_cols = [c for c, w in enumerate(weights_axis) if w == 0]
     base_tags: dict[tuple[int, int], frozenset[str]] = {}
@@ -119,7 +119,7 @@ def score_cells(
     out = []
     for (r, c), ims in sorted(by_cell.items()):
         cell = CellScore(r, c, rows[r], float(weights_axis[c]))
-        trigger_only = [im for im in ims if not asked_n[im.prompt]]
+        trigger_only = [im for im in ims if asked_n[im.prompt] == []]
         if feats and trigger_only:
             cell.recall = _mean(len(set(feats) & im.tags) / len(feats) for im in trigger_only)
             cell.missing_features = [f for f in feats if not any(f in im.tags for im in trigger_only)]

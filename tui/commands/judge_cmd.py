@@ -83,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     plan = plan_judge(cfg, tagger=args.tagger, prompts=args.prompts, seeds=args.seeds, weights=args.weights,
                       trigger=args.trigger)
+    for i, p in enumerate(plan.prompts, 1):
+        if p.unmeasured:
+            print(f"kazari: evaluation prompt {i} asks for {', '.join(p.unmeasured)}, which the tagger "
+                  f"{plan.tagger_name} has no tag for; {'not scored' if not p.asked else 'the rest is scored'}",
+                  file=sys.stderr)
     source = GridSource.from_config(cfg)
     live = sys.stderr.isatty()
 

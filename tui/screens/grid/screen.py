@@ -67,7 +67,8 @@ class GridScreen(KazariScreen):
     GridScreen ProgressBar { height: 1; padding: 0 1; }
     GridScreen #gr-table { width: 1fr; }
     GridScreen #gr-side { width: 1fr; }
-    GridScreen #gr-cell { height: auto; max-height: 3; }
+    GridScreen #gr-cell { height: 1; }
+    GridScreen #gr-breakdown { height: auto; max-height: 4; color: $text-muted; }
     """
     BINDINGS = [
         Binding("g", "build", "Build grid", id="gr-build"),
@@ -97,6 +98,7 @@ class GridScreen(KazariScreen):
             yield DataTable(id="gr-table", cursor_type="cell")
             with Vertical(id="gr-side"):
                 yield Static("", id="gr-cell", classes="pane-title")
+                yield Static("", id="gr-breakdown")
                 yield ImagePreview(self.session.image_mode, id="gr-preview")
 
     def on_mount(self) -> None:
@@ -342,6 +344,8 @@ class GridScreen(KazariScreen):
 
     def _show_breakdown(self) -> bool:
         """The judged metrics of the selected cell in the title line (True when shown)."""
+        pane = self.query_one("#gr-breakdown", Static)
+        pane.update("")
         if self.job is None or not self.judgement:
             return False
         table = self.query_one("#gr-table", DataTable)
@@ -350,8 +354,8 @@ class GridScreen(KazariScreen):
         if cell is None:
             return False
         star = " ★ recommended" if self._recommended(self.job) == (r, c) else ""
-        self.query_one("#gr-cell", Static).update(
-            Text(f"{cell['label']} × weight {cell['weight']:g}{star}\n{breakdown(cell)}"))
+        self.query_one("#gr-cell", Static).update(Text(f"{cell['label']} × weight {cell['weight']:g}{star}"))
+        pane.update(Text(breakdown(cell)))
         return True
 
     def action_view(self) -> None:
