@@ -65,7 +65,7 @@ class GridScreen(KazariScreen):
     GridScreen #gr-weights { width: 24; height: 1; border: none; }
     GridScreen #gr-status { height: auto; padding: 0 1; }
     GridScreen ProgressBar { height: 1; padding: 0 1; }
-    GridScreen #gr-table { width: 1fr; }
+    GridScreen #gr-table { width: auto; max-width: 70%; }
     GridScreen #gr-side { width: 1fr; }
     GridScreen #gr-cell { height: 1; }
     GridScreen #gr-breakdown { height: auto; max-height: 4; color: $text-muted; }
@@ -166,8 +166,8 @@ class GridScreen(KazariScreen):
         table.clear(columns=True)
         # Fixed width: after clear(columns=True) DataTable kept drawing the header's width ("epoc").
         table.add_column("LoRA", key="label", width=max([4, *(len(label) for label, _ in job.rows)]))
-        for w in job.weights:
-            table.add_column(f"w {w:g}", key=f"w{w:g}")
+        for w in job.weights:  # fixed width too: a judged cell holds "0.93★"
+            table.add_column(f"w {w:g}", key=f"w{w:g}", width=max(5, len(f"w {w:g}")))
         for r, (label, _path) in enumerate(job.rows):
             table.add_row(label, *(self._cell_text(job, r, c) for c in range(len(job.weights))))
         pick = self._recommended(job)
