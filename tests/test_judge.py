@@ -124,3 +124,58 @@ def test_eval_prompts_defaults_and_asked_tags():
                                  ["pink_hair"], known_tags=["bikini", "pink_hair"])
     assert prompts[0].spec.prompt.startswith("kazari,") and prompts[0].asked == ("bikini",)
     assert positive_tags("a, <lora:x:1>, b c") == ["a", "b_c"]
+
+
+# ------------------------------------------------------------------------------- CCIP identity
+
+
+def _tiny_ccip(folder, threshold=0.05):
+    """A stand-in with CCIP's interface: feature = mean normalised colour, metric = squared distance."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    feat = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input"], ["output"], axes=[2, 3], keepdims=0)], "feat",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 384, 384])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3])])
+    ax0 = numpy_helper.from_array(np.array([0], np.int64), "ax0")
+    ax1 = numpy_helper.from_array(np.array([1], np.int64), "ax1")
+    ax2 = numpy_helper.from_array(np.array([2], np.int64), "ax2")
+    metric = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["input", "ax1"], ["a"]), helper.make_node("Unsqueeze", ["input", "ax0"], ["b"]),
+         helper.make_node("Sub", ["a", "b"], ["d"]), helper.make_node("Mul", ["d", "d"], ["d2"]),
+         helper.make_node("ReduceSum", ["d2", "ax2"], ["output"], keepdims=0)], "metric",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", "n"])], initializer=[ax0, ax1, ax2])
+    for name, graph in (("model_feat.onnx", feat), ("model_metrics.onnx", metric)):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, str(folder / name))
+    (folder / "metrics.json").write_text(json.dumps({"threshold": threshold}))
+    return folder
+
+
+def test_ccip_identity_with_a_tiny_stand_in_model(tmp_path):
+    from trainer.judge.identity import CCIP, resolve_ccip
+
+    model = CCIP(resolve_ccip(_tiny_ccip(tmp_path / "ccip")))
+    pink = [Image.new("RGB", (64, 64), (245, 140, 190)) for _ in range(3)]
+    scores = model.identity_scores([pink[0], Image.new("RGB", (64, 64), (40, 60, 200))], pink)
+    assert scores == [1.0, 0.0]
+
+
+def test_ccip_offline_and_incomplete_folder_are_clear_errors(tmp_path, monkeypatch):
+    from tagging.errors import UserError
+    from trainer.judge.identity import resolve_ccip
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="not in the Hugging Face cache") as err:
+        resolve_ccip("ccip-caformer-24-randaug-pruned", cache_dir=tmp_path / "hf")
+    assert "identity = false" in str(err.value) and "hf download deepghs/ccip_onnx" in str(err.value)
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "model_feat.onnx").write_bytes(b"x")
+    with pytest.raises(UserError, match="lacks model_metrics.onnx, metrics.json"):
+        resolve_ccip(tmp_path / "half")
