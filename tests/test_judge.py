@@ -179,3 +179,17 @@ def test_ccip_offline_and_incomplete_folder_are_clear_errors(tmp_path, monkeypat
     (tmp_path / "half" / "model_feat.onnx").write_bytes(b"x")
     with pytest.raises(UserError, match="lacks model_metrics.onnx, metrics.json"):
         resolve_ccip(tmp_path / "half")
+
+
+def test_prompt_file_keeps_the_trigger_and_takes_missing_options_from_the_defaults(tmp_path):
+    from trainer.prompts import PromptSpec
+
+    path = tmp_path / "eval.txt"
+    path.write_text("# mine\n{trigger}\n\n{trigger}, blue_background --s 3\n", encoding="utf-8")
+    defaults = PromptSpec(prompt="", width=64, height=64, steps=2)
+    prompts = build_eval_prompts(path, "kazari", [], ["blue_background"], defaults)
+    assert [p.spec.prompt for p in prompts] == ["kazari", "kazari, blue_background"]
+    assert [(p.spec.width, p.spec.steps) for p in prompts] == [(64, 2), (64, 3)]
+    assert prompts[1].asked == ("blue_background",) and prompts[0].scored_asked == ()
+    unseen = build_eval_prompts(["{trigger}, bikini"], "kazari", [], ["blue_background"])
+    assert unseen[0].scored_asked is None and unseen[0].unmeasured == ("bikini",)

@@ -97,3 +97,24 @@ def test_kazari_judge_end_to_end(trained, capsys):
     text = capsys.readouterr().out
     assert "Keep " in text and "val loss" in text
     assert (judge_dir / "index.json").stat().st_mtime_ns == mtime
+
+
+def test_kazari_judge_on_a_run_folder_with_a_prompt_file(trained, tmp_path, capsys):
+    from tui.cli import main
+
+    out = trained["root"] / "out"
+    assert main(["judge", str(out), "--prompts", "x.txt"]) == 2  # no --model: a clear error
+    assert "--model" in capsys.readouterr().err
+    prompts = tmp_path / "eval.txt"
+    prompts.write_text("{trigger} --w 64 --h 64 --s 2\n{trigger}, bikini --w 64 --h 64 --s 2\n", encoding="utf-8")
+    cfg = trained["cfg"]
+    code = main(["judge", str(out), "--model", str(cfg.model.pretrained_model), "--dataset",
+                 str(cfg.dataset.train_data_dir), "--tagger", str(trained["tagger"]), "--prompts", str(prompts),
+                 "--weights", "1", "--seeds", "3", "--device", "cpu", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    data = json.loads(captured.out)
+    assert data["seeds"] == [3] and len(data["cells"]) == 3 and data["trigger"] == "kazari"
+    assert data["prompts"][1]["unmeasured"] == ["bikini"]  # the tiny tagger has no such tag
+    assert "bikini, which the tagger" in captured.err
+    assert (out / "judge-1" / "judge.json").is_file()  # the earlier judgement was kept, numbered

@@ -155,3 +155,19 @@ def test_judged_grid_snapshot_80x24(snap_compare, tmp_path: Path) -> None:
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
+def test_train_status_shows_the_validation_loss_beside_the_training_loss() -> None:
+    from trainer.events import StepEvent, ValidationLoss
+    from tui.bridge import EventBridge
+    from tui.screens.train.state import RunView
+
+    bridge = EventBridge()
+    view = RunView()
+    bridge(StepEvent(step=3, total_steps=9, epoch=1, loss=0.25, smoothed_loss=0.2))
+    view.fold(bridge.drain())
+    assert " val " not in view.status_line()  # nothing saved yet
+    bridge(ValidationLoss(epoch=1, step=3, loss=0.123456, path=Path("out/k-000001.safetensors")))
+    view.fold(bridge.drain())
+    line = view.status_line()
+    assert "loss 0.2500 (avg 0.2000) · val 0.1235 ·" in line

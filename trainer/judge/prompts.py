@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tagging.errors import UserError
 from tagging.tagger.select import normalise
-from trainer.prompts import PromptSpec, load_prompts, parse_prompt_line
+from trainer.prompts import PromptSpec, parse_prompt_line
 
 # Candidates, in order: the first one the training captions never mention is used.
 OUTFITS = ("school_uniform", "bikini", "maid", "kimono", "armor", "swimsuit")
@@ -66,6 +66,16 @@ def positive_tags(prompt: str) -> list[str]:
     return out
 
 
+def _read_prompt_file(path: Path) -> list[str]:
+    """Raw lines (``{trigger}`` and missing options kept for later), comments and blanks skipped."""
+    try:
+        text = path.expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"Cannot read the evaluation prompt file {path}: {err}.", path=path,
+                        hint="Give a UTF-8 .txt file with one prompt per line (--prompts or [judge] prompts).") from None
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
 def build_eval_prompts(
     lines: Sequence[str] | str | Path,
     trigger: str,
@@ -75,10 +85,9 @@ def build_eval_prompts(
 ) -> list[EvalPrompt]:
     """Parse the prompt lines (sd-scripts syntax, ``{trigger}`` substituted)."""
     if isinstance(lines, (str, Path)):
-        specs = load_prompts(lines, defaults)
-        raw = [s.to_line() for s in specs]
+        raw = _read_prompt_file(Path(lines))
     else:
-        raw = list(lines)
+        raw = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if any("{trigger}" in line for line in raw) and not trigger:
         raise UserError(
             "The evaluation prompts use {trigger}, but no trigger word is known for this dataset.",

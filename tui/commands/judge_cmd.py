@@ -60,9 +60,11 @@ def _config(args: argparse.Namespace):
                 f"No base model for {src}: a run folder does not say which checkpoint it was trained on.",
                 hint="Pass --model PATH (and --dataset DIR for the character), or give the training CONFIG.toml.",
             )
+        import re
+
         from trainer.grid import find_run_loras
 
-        name = find_run_loras(src)[0][1].stem.split("-")[0]
+        name = re.sub(r"-(\d{6}|step\d{8})$", "", find_run_loras(src)[-1][1].stem)
         cfg = TrainConfig.model_validate({"output": {"output_dir": str(src), "output_name": name}}, strict=False)
     else:
         raise UserError(f"{src} is neither a training config (.toml) nor a run folder.", path=src,
