@@ -171,3 +171,18 @@ def test_train_status_shows_the_validation_loss_beside_the_training_loss() -> No
     view.fold(bridge.drain())
     line = view.status_line()
     assert "loss 0.2500 (avg 0.2000) · val 0.1235 ·" in line
+
+
+def test_a_judgement_older_than_the_run_files_is_not_shown(tmp_path: Path) -> None:
+    import os
+
+    from trainer.grid import find_run_loras
+    from tui.screens.grid.job import load_last_judgement, recommended_cell
+
+    ws = _judged_workspace(tmp_path / "ws")
+    rows = find_run_loras(ws / "output")
+    judgement = load_last_judgement(ws / "output", rows)
+    assert recommended_cell(judgement, rows, [0.0, 0.4, 0.6, 0.8, 1.0]) == (1, 3)
+    later = (ws / "output" / "judge" / "judge.json").stat().st_mtime + 10
+    os.utime(rows[0][1], (later, later))  # a new training run rewrote epoch 1
+    assert load_last_judgement(ws / "output", rows) is None

@@ -31,6 +31,9 @@ def tag_images(
     """``{key: tags found}`` for ``(key, image path)`` items (unreadable images raise UserError)."""
     cache = ScoreCache(cache_root) if cache_root is not None else None
     run = tagger.score_images(items, cache=cache, cancel=cancel)
+    if run.cancelled:
+        raise UserError("Judging was cancelled while tagging the grid images.",
+                        hint="Run it again: the scores already computed are cached.")
     if run.failed:
         key, why = run.failed[0]
         raise UserError(f"The judge cannot read the grid image {key}: {why}.",

@@ -114,10 +114,18 @@ class JudgeJob:
         return judge_json(judge(plan, GridSource.from_config(self.cfg), progress=progress, cancel=self.cancel))
 
 
-def load_last_judgement(run_dir: Path) -> dict[str, Any] | None:
+def load_last_judgement(run_dir: Path, rows: list[tuple[str, Path]]) -> dict[str, Any] | None:
+    """The run's judge.json, unless a LoRA file was written after it (a newer run: stale scores)."""
     from trainer.judge import load_judge
 
-    return load_judge(Path(run_dir) / "judge")
+    path = Path(run_dir) / "judge" / "judge.json"
+    judgement = load_judge(path.parent)
+    try:
+        if judgement is None or any(p.stat().st_mtime > path.stat().st_mtime for _, p in rows):
+            return None
+    except OSError:
+        return None
+    return judgement
 
 
 def judged_cells(judgement: dict[str, Any], rows: list[tuple[str, Path]], weights: list[float]

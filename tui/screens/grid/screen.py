@@ -134,7 +134,7 @@ class GridScreen(KazariScreen):
             return
         self.job = self.job if self.job is not None and self.job.rows == job.rows else job
         if self.judgement is None:
-            self.judgement = load_last_judgement(job.run_dir)
+            self.judgement = load_last_judgement(job.run_dir, job.rows)
         chosen = self._chosen_label(job)
         pick = (self.judgement or {}).get("recommendation")
         hint = (f" · judged: keep {pick['label']} at {pick['weight']:g} (e chooses it)" if pick
