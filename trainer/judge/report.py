@@ -77,12 +77,12 @@ def write_plot(result: Any, path: Path) -> Path:
     font, small = _font(14), _font(11)
     title = "kazari judge"
     if pick is not None:
-        title += f" — keep {pick.label} at weight {pick.weight:g} (score {pick.score:.2f}) ★"
+        title += f" - keep {pick.label} at weight {pick.weight:g} (score {pick.score:.2f}, starred)"
     d.text((8, 8), title, fill=(0, 0, 0), font=font)
     labels = [label for label, _ in plan.rows]
     for i, (name, lines) in enumerate(panels):
         ox, oy = (i % cols) * pw, 40 + (i // cols) * ph
-        x0, y0, x1, y1 = ox + pad, oy + 20, ox + pw - 16, oy + ph - 36
+        x0, y0, x1, y1 = ox + pad, oy + 20, ox + pw - 70, oy + ph - 36  # legend in the right margin
         d.text((ox + pad, oy + 2), name, fill=(0, 0, 0), font=font)
         d.rectangle([x0, y0, x1, y1], outline=(160, 160, 160))
         vals = [v for vs in lines.values() for v in vs if v is not None]
@@ -94,7 +94,8 @@ def write_plot(result: Any, path: Path) -> Path:
         n = len(labels)
 
         def xy(k: int, v: float, x0=x0, x1=x1, y0=y0, y1=y1, lo=lo, hi=hi, n=n) -> tuple[float, float]:
-            x = x0 + (x1 - x0) * (0.5 if n == 1 else k / (n - 1))
+            inner = 24  # keep the first/last point and its label inside the box
+            x = x0 + inner + (x1 - x0 - 2 * inner) * (0.5 if n == 1 else k / (n - 1))
             return x, y1 - (y1 - y0) * (v - lo) / (hi - lo)
 
         for k, label in enumerate(labels):
@@ -108,7 +109,7 @@ def write_plot(result: Any, path: Path) -> Path:
             for px, py in pts:
                 d.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
             if w >= 0:
-                d.text((x1 - 60, y0 + 4 + 12 * j), f"w {w:g}", fill=colour, font=small)
+                d.text((x1 + 6, y0 + 4 + 12 * j), f"w {w:g}", fill=colour, font=small)
         if name == "score" and pick is not None:
             px, py = xy(pick.row, pick.score)
             _star(d, px, py, 9, (230, 180, 0))

@@ -162,9 +162,8 @@ def _row_failures(row_cells: list[CellScore], pick: CellScore, n_features: int) 
     out = []
     p_rec, b_rec = pick.recall, max((c.recall for c in row_cells if c.recall is not None), default=None)
     if p_rec is not None and b_rec is not None and p_rec - b_rec > MIN_GAP:
-        found = round(b_rec * n_features)
-        out.append(f"underfit: at most {found}/{n_features} features from the trigger alone "
-                   f"(feature recall {b_rec:.2f})")
+        out.append(f"underfit: the trigger alone draws too few of the {n_features} feature"
+                   f"{'s' if n_features != 1 else ''} (feature recall {b_rec:.2f} at best)")
     if pick.adherence is not None and best.adherence is not None and pick.adherence - best.adherence > MIN_GAP:
         ignored = sorted(set().union(*(c.ignored_tags for c in row_cells if c.weight >= best.weight)))
         low = min((c.weight for c in row_cells if c.adherence is not None
@@ -173,7 +172,8 @@ def _row_failures(row_cells: list[CellScore], pick: CellScore, n_features: int) 
         out.append(f"overfit: it {what} at weight ≥ {low:g} (prompt adherence {best.adherence:.2f})")
     if best.leakage - pick.leakage > MIN_GAP:
         lead = "it also" if any(o.startswith("overfit") for o in out) else "overfit: it"
-        out.append(f"{lead} draws {_quote(best.leaked_tags[:3])} unprompted (leakage {best.leakage:.2f})")
+        what = _quote(best.leaked_tags[:3]) if best.leaked_tags else "frequent training tags"
+        out.append(f"{lead} draws {what} unprompted (leakage {best.leakage:.2f})")
     if pick.identity is not None and best.identity is not None and pick.identity - best.identity > MIN_GAP:
         out.append(f"identity {best.identity:.2f} (CCIP)")
     if best.corruption - pick.corruption > MIN_GAP:
@@ -200,12 +200,12 @@ def recommend(cells: Sequence[CellScore], features: Sequence[str], feature_note:
     n = len(features)
     parts = []
     if pick.recall is not None:
-        found = round(pick.recall * n)
-        what = "all" if found == n else f"{found} of"
-        named = [f for f in features if f not in pick.missing_features][:4]
-        parts.append(f"{what} {n} feature{'s' if n != 1 else ''} from the trigger alone"
-                     + (f" ({_quote(named)})" if named and not pick.missing_features else "")
-                     + (f" (missing {_quote(pick.missing_features)})" if pick.missing_features else ""))
+        plural = "s" if n != 1 else ""
+        if pick.recall >= 1.0:
+            parts.append(f"all {n} feature{plural} from the trigger alone ({_quote(list(features)[:4])})")
+        else:
+            parts.append(f"feature recall {pick.recall:.2f} ({n} feature{plural}) from the trigger alone"
+                         + (f" (never: {_quote(pick.missing_features[:4])})" if pick.missing_features else ""))
         base = [c for c in cells if c.weight == 0 and c.row == pick.row and c.recall is not None]
         if base:
             parts[-1] += f", base model {base[0].recall:.2f}"
