@@ -81,6 +81,7 @@ def test_kazari_judge_end_to_end(trained, capsys):
     rows = data["rows"]
     assert [r["label"] for r in rows] == ["epoch 1", "epoch 2", "last"]
     assert len(data["cells"]) == len(rows) * len(data["weights"]) == 6
+    assert all(len(c["images"]) == 4 and (judge_dir / c["images"][0]).is_file() for c in data["cells"])
     assert {(c["row"], c["col"]) for c in data["cells"]} == {(r, c) for r in range(3) for c in range(2)}
     pick = data["recommendation"]
     saved = {p.name for p in out.glob("*.safetensors")}

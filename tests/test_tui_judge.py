@@ -73,6 +73,8 @@ def test_judge_heatmap_breakdown_and_choose_the_recommendation(ws: Path) -> None
             # per-cell breakdown of the selection
             text = await wait_for_text(app, pilot, "★ recommended")
             assert "adherence" in text and "features" in text and "leakage" in text
+            source = screen.query_one("#gr-preview").source  # the judge's own image of the cell
+            assert source is not None and source.is_file() and "judge" in source.parts
             # heatmap: a judged cell shows its score
             score = next(x["score"] for x in judgement["cells"] if x["row"] == pick["row"] and x["col"] == pick["col"])
             assert f"{score:.2f}★" in text

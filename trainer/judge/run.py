@@ -57,6 +57,7 @@ class JudgeResult:
     plot_path: Path | None
     validation: list[dict[str, Any]]
     grid_reused: bool
+    images: dict[tuple[int, int], list[str]] = field(default_factory=dict)
 
     def cell(self, row: int, col: int) -> CellScore | None:
         return next((c for c in self.cells if c.row == row and c.col == col), None)
@@ -238,6 +239,8 @@ def judge(
     validation = read_validation(plan.rows)
     json_path = out / "judge.json"
     judged = JudgeResult(plan, scored, pick, index_path, json_path, None, validation, reused)
+    for c in cells:  # each cell's images (relative to the judge folder), for viewers
+        judged.images.setdefault((c["row"], c["col"]), []).append(c["path"])
     judged.plot_path = write_plot(judged, out / "judge.png")
     atomic_write_text(json_path, json.dumps(judge_json(judged), indent=1) + "\n")
     return judged
@@ -273,7 +276,8 @@ def judge_json(result: JudgeResult) -> dict[str, Any]:
         "seeds": plan.seeds,
         "rows": [{"label": lab, "lora": str(p)} for lab, p in plan.rows],
         "formula": {"beta": plan.score_weights.beta, "leak_penalty": plan.score_weights.leak_penalty},
-        "cells": [{**c.to_json(), "lora": lora.get(c.row)} for c in result.cells],
+        "cells": [{**c.to_json(), "lora": lora.get(c.row), "images": result.images.get((c.row, c.col), [])}
+                  for c in result.cells],
         "validation": result.validation,
         "recommendation": None if pick is None else {
             "row": pick.row, "col": pick.col, "label": pick.label, "weight": pick.weight,

@@ -330,7 +330,11 @@ class GridScreen(KazariScreen):
         if sel is None or sel[2] is None:
             if not judged:
                 title.update("")
-            preview.show(None, "no cell selected")
+                preview.show(None, "no cell selected")
+            else:  # no sample grid rendered: show the judge's own image of this cell
+                image = self._judged_image(sel)
+                if preview.source != image:
+                    preview.show(image, "no image")
             return
         if judged:
             cell = sel[2]
@@ -341,6 +345,13 @@ class GridScreen(KazariScreen):
         title.update(f"{cell.label} × weight {cell.weight:g}")
         if preview.source is not cell.image:
             preview.show(cell.image)
+
+    def _judged_image(self, sel: tuple[int, int, Any] | None) -> Any:
+        if sel is None or self.job is None:
+            return None
+        cell = self._judged(self.job).get((sel[0], sel[1]))
+        images = (cell or {}).get("images") or []
+        return self.job.run_dir / "judge" / images[0] if images else None
 
     def _show_breakdown(self) -> bool:
         """The judged metrics of the selected cell in the title line (True when shown)."""
