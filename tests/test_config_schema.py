@@ -32,6 +32,8 @@ ARCHITECTURE_KEYS = {
     "output": ["output_dir", "output_name", "save_model_as", "save_precision", "save_every_n_epochs", "save_state"],
     "sample": ["sample_prompts", "sample_every_n_epochs", "sample_sampler"],
     "logging": ["logging_dir"],
+    "judge": ["prompts", "seed_count", "tagger", "general_threshold", "leak_share", "beta", "leak_penalty",
+              "identity", "ccip_model", "validation_images", "validation_timesteps"],
 }
 
 

@@ -41,9 +41,9 @@ def _arr(img):
     return np.asarray(img, dtype=np.float32)
 
 
-def test_find_run_loras_orders_epochs_then_final(run):
+def test_find_run_loras_orders_epochs_then_last(run):
     rows = find_run_loras(run["run"])
-    assert [label for label, _ in rows] == ["epoch 1", "epoch 2", "final"]
+    assert [label for label, _ in rows] == ["epoch 1", "epoch 2", "last"]
     assert [p.name for _, p in rows] == ["char-000001.safetensors", "char-000002.safetensors", "char.safetensors"]
     assert [p.name for _, p in find_run_loras(run["run"], "other")] == ["other-000001.safetensors"]
     with pytest.raises(UserError):
@@ -67,7 +67,7 @@ def test_grid_layout_labels_files_and_same_noise(run, tmp_path):
     result = build_grid(b, run["run"], [PROMPT], weights=[0, 0.5, 1], seeds=[11], out_dir=tmp_path,
                         progress=lambda d, t, c: seen.append((d, t)))
     assert result.complete and not result.cancelled
-    assert result.rows == ["epoch 1", "epoch 2", "final"] and result.weights == [0, 0.5, 1]
+    assert result.rows == ["epoch 1", "epoch 2", "last"] and result.weights == [0, 0.5, 1]
     assert seen[-1] == (9, 9) and len(seen) == 9
     # weight 0 is the base model for every epoch, rendered once and reused
     base = Sampler(load_sd1(run["folder"]), "euler_a").generate(PROMPT, seed=11)
@@ -85,7 +85,7 @@ def test_grid_layout_labels_files_and_same_noise(run, tmp_path):
     # header area carries text (not blank)
     assert _arr(grid.crop((left, 0, w, top))).min() < 128
     index = json.loads(result.index_path.read_text())
-    assert index["complete"] and [r["label"] for r in index["rows"]] == ["epoch 1", "epoch 2", "final"]
+    assert index["complete"] and [r["label"] for r in index["rows"]] == ["epoch 1", "epoch 2", "last"]
     assert len(index["cells"]) == 9 and all((tmp_path / c["path"]).is_file() for c in index["cells"])
     assert "parameters" in Image.open(tmp_path / index["cells"][4]["path"]).text
     # base model left without LoRA hooks afterwards
@@ -186,7 +186,22 @@ def test_cli_grid_from_config_uses_its_model_prompts_and_output(run, tmp_path, c
     out = tmp_path / "g"
     assert main(["grid", str(cfg), "--weights", "1", "-o", str(out), "--device", "cpu", "--json"]) == 0
     index = json.loads(capsys.readouterr().out)
-    assert [r["label"] for r in index["rows"]] == ["epoch 1", "epoch 2", "final"]
+    assert [r["label"] for r in index["rows"]] == ["epoch 1", "epoch 2", "last"]
     assert index["prompts"][0].startswith("1girl, solo") and index["seeds"] == [9]
     params = Image.open(out / index["cells"][0]["path"]).text["parameters"]
     assert "Sampler: DDIM" in params and "Clip skip: 2" in params
+
+
+def test_rebuilding_a_grid_keeps_the_previous_one_numbered(run, tmp_path):
+    from trainer.grid import GridSource, render_run_grid
+
+    out = tmp_path / "grid"
+    source = GridSource(model=run["folder"], device="cpu")
+    files = [run["run"] / "char.safetensors"]
+    render_run_grid(source, files, [PROMPT], weights=[1], seeds=[1], out_dir=out)
+    first = (out / "index.json").read_bytes()
+    render_run_grid(source, files, [PROMPT], weights=[0.5], seeds=[1], out_dir=out)
+    assert (tmp_path / "grid-1" / "index.json").read_bytes() == first
+    assert json.loads((out / "index.json").read_text())["weights"] == [0.5]
+    render_run_grid(source, files, [PROMPT], weights=[1], seeds=[1], out_dir=out)
+    assert (tmp_path / "grid-2" / "index.json").is_file()

@@ -69,6 +69,16 @@ class CheckpointSaved:
 
 
 @dataclass(frozen=True)
+class ValidationLoss:
+    """Fixed-noise validation loss of the weights just saved (``trainer.validation``)."""
+
+    epoch: int
+    step: int
+    loss: float
+    path: Path | None = None  # the LoRA file it belongs to
+
+
+@dataclass(frozen=True)
 class SampleReady:
     image: Any  # PIL.Image.Image (typed loosely so importing events never imports PIL)
     path: Path
@@ -102,4 +112,4 @@ class Failed:
     epoch: int = 0
 
 
-Event = RunStarted | CachingProgress | StepEvent | EpochEnd | CheckpointSaved | SampleReady | TrainWarning | Finished | Failed
+Event = RunStarted | CachingProgress | StepEvent | EpochEnd | CheckpointSaved | ValidationLoss | SampleReady | TrainWarning | Finished | Failed

@@ -2,7 +2,7 @@
 
 API (stable)::
 
-    loras = find_run_loras(run_dir, output_name=None)   # [(label, path)] epochs in order, final last
+    loras = find_run_loras(run_dir, output_name=None)   # [(label, path)] epochs in order, "last" last
     result = build_grid(bundle, loras_or_run_dir, prompts, weights=DEFAULT_WEIGHTS, seeds=None,
                         out_dir=None, sampler="euler_a", steps=None, clip_skip=None,
                         max_token_length=75, progress=None, cancel=None)
@@ -84,7 +84,8 @@ class GridResult:
 
 def find_run_loras(run_dir: Path | str, output_name: str | None = None) -> list[tuple[str, Path]]:
     """The run's ``{name}-{epoch:06d}`` LoRAs in epoch order, then ``{name}-step{N:08d}`` (saved on stop
-    or on request) in step order, then ``{name}`` (the final one)."""
+    or on request) in step order, then ``{name}`` (the trainer's last epoch, labelled "last" so it is
+    not mistaken for ``RUN_DIR/final/``, the epoch the user chose)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"Run folder {run_dir} does not exist.", path=run_dir)
@@ -95,7 +96,7 @@ def find_run_loras(run_dir: Path | str, output_name: str | None = None) -> list[
             m = regex.match(p.stem)
             if m:
                 return m.group("name"), kind, int(m.group(kind))
-        return p.stem, "final", 0
+        return p.stem, "last", 0
 
     parsed = [(p, *parse(p)) for p in files]
     names: dict[str, int] = {}
@@ -109,9 +110,9 @@ def find_run_loras(run_dir: Path | str, output_name: str | None = None) -> list[
         )
     if output_name is None:
         output_name = max(names, key=lambda n: (names[n], n))
-    order = {"epoch": 0, "step": 1, "final": 2}
+    order = {"epoch": 0, "step": 1, "last": 2}
     mine = sorted((order[kind], number, kind, p) for p, name, kind, number in parsed if name == output_name)
-    out = [(kind if kind == "final" else f"{kind} {number}", p) for _, number, kind, p in mine]
+    out = [(kind if kind == "last" else f"{kind} {number}", p) for _, number, kind, p in mine]
     if not out:
         raise UserError(f"{run_dir} has no LoRA named {output_name!r}.", path=run_dir)
     return out
@@ -343,3 +344,94 @@ def _assemble(result: GridResult, out: Path | None) -> None:
     result.index_path = out / "index.json"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(result.index_path, json.dumps(index, indent=1, allow_nan=False) + "\n")
+
+
+# ------------------------------------------------------------------------------- one orchestration
+
+
+@dataclass
+class GridSource:
+    """What rendering a run's grid needs besides the LoRAs: the base model and text settings.
+
+    The CLI (``kazari grid``, ``kazari judge``) and the Grid screen all build the grid through
+    :func:`render_run_grid`, so device choice, dtypes and loading live in this one place.
+    """
+
+    model: Path
+    vae: Path | None = None
+    tokenizer: Path | None = None
+    device: str = "auto"
+    clip_skip: int | None = None
+    max_token_length: int | None = 75
+    sampler: str = "euler_a"
+    output_name: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any, **overrides: Any) -> GridSource:
+        if cfg.model.pretrained_model is None and overrides.get("model") is None:
+            raise UserError("[model] pretrained_model is not set.",
+                            hint="Point it at the SD1.x checkpoint the LoRA was trained on.")
+        values = dict(model=cfg.model.pretrained_model, vae=cfg.model.vae, tokenizer=cfg.model.tokenizer,
+                      device=cfg.training.device, clip_skip=cfg.training.clip_skip,
+                      max_token_length=cfg.dataset.max_token_length, sampler=cfg.sample.sample_sampler,
+                      output_name=cfg.output.output_name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def pick_device(device: str) -> tuple[str, Any]:
+    """``auto|cuda|cpu`` -> (device, weight dtype); fp16 on CUDA, fp32 on CPU (trainer.device's rule)."""
+    import torch
+
+    from trainer.device import resolve_device
+
+    device = resolve_device(device, key="device").type
+    return device, (torch.float16 if device == "cuda" else torch.float32)
+
+
+def load_base(source: GridSource) -> SD1Bundle:
+    import torch
+
+    from trainer.models import load_sd1
+
+    device, dtype = pick_device(source.device)
+    # The VAE stays fp32: fp16 SD VAEs overflow into NaN (black) images.
+    return load_sd1(source.model, vae=source.vae, tokenizer=source.tokenizer, dtype=dtype, device=device,
+                    vae_dtype=torch.float32)
+
+
+def keep_previous_grid(out_dir: Path) -> Path | None:
+    """Move an earlier grid in ``out_dir`` to the next free ``<name>-N`` beside it (never overwrite)."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "index.json").is_file():
+        return None
+    n = 1
+    while (dest := out_dir.with_name(f"{out_dir.name}-{n}")).exists():
+        n += 1
+    out_dir.rename(dest)
+    return dest
+
+
+def render_run_grid(
+    source: GridSource,
+    loras: Any,
+    prompts: Any,
+    *,
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    seeds: Sequence[int] | None = None,
+    out_dir: Path | None = None,
+    steps: int | None = None,
+    progress: Callable[[int, int, GridCell], None] | None = None,
+    cancel: Callable[[], bool] | threading.Event | None = None,
+    keep_previous: bool = True,
+    bundle: SD1Bundle | None = None,
+) -> GridResult:
+    """Load the base model (unless ``bundle``) and build the grid; an earlier grid in ``out_dir`` is
+    kept as ``<out_dir>-N`` when ``keep_previous``."""
+    bundle = bundle or load_base(source)
+    if out_dir is not None and keep_previous:
+        keep_previous_grid(out_dir)
+    return build_grid(bundle, loras, prompts, weights=weights, seeds=seeds, out_dir=out_dir,
+                      sampler=source.sampler, steps=steps, clip_skip=source.clip_skip,
+                      max_token_length=source.max_token_length, progress=progress, cancel=cancel,
+                      output_name=source.output_name)

@@ -470,6 +470,10 @@ class TrainingRun:
 
         # A frozen text encoder and fixed captions: each caption is encoded once per run.
         text_states = TextStateCache(encode_text, enabled=not train_te and captions_are_fixed(data.captions))
+
+        from trainer.validation import RunValidation  # fixed-noise validation loss at each save
+
+        self._validation = RunValidation.start(self, data, bundle, schedule, device, autocast_dtype, weight_dtype)
         losses = _LossReader(device)
         recent: deque[float] = deque(maxlen=max(10, batches_per_epoch))
         epoch_losses: list[float] = []
@@ -631,10 +635,14 @@ class TrainingRun:
         out = self.cfg.output
         path = ctx.out_dir / f"{stem}.{out.save_model_as}"
         meta = md.for_save(ctx.base_md, step=counters.step, epoch=counters.epoch)
+        validation = getattr(self, "_validation", None)  # fixed-noise validation loss, kept in the file
+        meta = validation.annotate(meta) if validation is not None else meta
         # LoRANetwork.save writes a temp file and renames it: a full disk leaves the old file intact.
         ctx.network.save(path, metadata=meta, dtype=_DTYPES[out.save_precision], format=out.save_model_as)
         self.last_checkpoint = path
         self.emit(ev.CheckpointSaved(path, counters.epoch, counters.step, kind))
+        if validation is not None:
+            validation.announce(path, counters.epoch, counters.step)
         return path
 
     def _save_state(self, ctx: _Ctx, folder: Path, counters: Counters) -> Path | None:

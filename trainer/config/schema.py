@@ -292,6 +292,34 @@ class LoggingSection(_Section):
                                        unit="path", advanced=True)
 
 
+class JudgeSection(_Section):
+    """[judge] — how `kazari judge` scores the epoch × weight grid (see docs/judge.md)."""
+
+    prompts: list[str] | PathField = _f(
+        [], "Evaluation prompt lines ({trigger} is replaced); empty = trigger alone, then + an outfit, a place "
+        "and a pose the captions never show.", unit="list of lines | path", advanced=True)
+    seed_count: int = _f(2, "Seeds per evaluation prompt (more = steadier scores, slower).", unit="seeds",
+                         ge=1, le=16, advanced=True)
+    tagger: str = _f("wd-swinv2-v3", "Tagger used when the dataset has no last-used one (name or folder).",
+                     unit="model name | path", advanced=True)
+    general_threshold: float = _f(0.35, "Tagger score above which a tag counts as found.", unit="score",
+                                  gt=0, lt=1, advanced=True)
+    leak_share: float = _f(0.5, "Training-caption tags at least this frequent count as leakage when drawn "
+                           "unprompted.", unit="share of captions", gt=0, le=1, advanced=True)
+    beta: float = _f(2.0, "F-beta weight: fidelity (features, identity) counts beta times as much as adherence.",
+                     unit="beta", gt=0, le=10, advanced=True)
+    leak_penalty: float = _f(0.5, "Score multiplier loss per unit of leakage (score x (1 - penalty x leakage)).",
+                             unit="factor", ge=0, le=1, advanced=True)
+    identity: bool = _f(False, "Also score identity with CCIP (downloads deepghs/ccip_onnx once).",
+                        advanced=True)
+    ccip_model: str = _f("ccip-caformer-24-randaug-pruned", "CCIP variant of deepghs/ccip_onnx, or a local "
+                         "folder with its three files.", unit="variant | path", advanced=True)
+    validation_images: int = _f(4, "Training images in the fixed-noise validation loss at each save; 0 = off.",
+                                unit="images", ge=0, le=64, advanced=True)
+    validation_timesteps: int = _f(4, "Fixed timesteps per validation image (spread over the schedule).",
+                                   unit="timesteps", ge=1, le=32, advanced=True)
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "model": ModelSection,
     "dataset": DatasetSection,
@@ -301,6 +329,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "output": OutputSection,
     "sample": SampleSection,
     "logging": LoggingSection,
+    "judge": JudgeSection,
 }
 
 
@@ -317,6 +346,7 @@ class TrainConfig(BaseModel):
     output: OutputSection = Field(default_factory=OutputSection)
     sample: SampleSection = Field(default_factory=SampleSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    judge: JudgeSection = Field(default_factory=JudgeSection)
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -429,7 +459,7 @@ def _kind(annotation: Any, name: str) -> tuple[str, bool, tuple[Any, ...]]:
         annotation = get_args(annotation)[0]
     if name == "resolution":
         return "resolution", optional, ()
-    if name == "sample_prompts":
+    if name in ("sample_prompts", "prompts"):
         return "prompts", optional, ()
     if get_origin(annotation) is Literal:
         return "choice", optional, get_args(annotation)

@@ -90,10 +90,7 @@ def _settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from trainer.grid import DEFAULT_WEIGHTS, build_grid
-    from trainer.models import load_sd1
+    from trainer.grid import DEFAULT_WEIGHTS, GridSource, load_base, render_run_grid
 
     s = _settings(args)
     loras = list(args.lora) if args.lora else s["run_dir"]
@@ -104,14 +101,13 @@ def run(args: argparse.Namespace) -> int:
     _check_output(out)
     if args.steps is not None and not 1 <= args.steps <= 1000:
         raise UserError(f"--steps {args.steps} is out of range.", hint="Use 1 to 1000 sampling steps (20-30 is usual).")
-    from trainer.device import resolve_device
     from trainer.prompts import load_prompts
 
     load_prompts(prompts)  # a bad line (or a --w 100000) fails now, before the model loads
-    device = resolve_device(args.device, key="--device").type
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    bundle = load_sd1(s["model"], vae=s["vae"], tokenizer=s["tokenizer"], dtype=dtype, device=device,
-                      vae_dtype=torch.float32)
+    source = GridSource(model=s["model"], vae=s["vae"], tokenizer=s["tokenizer"], device=args.device,
+                        clip_skip=s["clip_skip"], max_token_length=s["max_token_length"],
+                        sampler=args.sampler or s["sampler"] or "euler_a", output_name=s["output_name"])
+    bundle = load_base(source)
 
     live = sys.stderr.isatty()  # a log file gets one line per cell, not a run of carriage returns
 
@@ -124,18 +120,9 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        result = build_grid(
-            bundle, loras, prompts,
-            weights=args.weights or DEFAULT_WEIGHTS,
-            seeds=args.seed,
-            out_dir=out,
-            sampler=args.sampler or s["sampler"] or "euler_a",
-            steps=args.steps,
-            clip_skip=s["clip_skip"],
-            max_token_length=s["max_token_length"],
-            progress=progress,
-            output_name=s["output_name"],
-            cancel=stop,
+        result = render_run_grid(
+            source, loras, prompts, weights=args.weights or DEFAULT_WEIGHTS, seeds=args.seed, out_dir=out,
+            steps=args.steps, progress=progress, cancel=stop, bundle=bundle,
         )
     finally:
         signal.signal(signal.SIGINT, previous)

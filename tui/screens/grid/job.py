@@ -55,28 +55,18 @@ class GridJob:
 
     def run(self) -> Any:
         """Load the base model once and render every cell (blocking; call from a thread worker)."""
-        import torch
-
-        from trainer.device import resolve_device
-        from trainer.grid import build_grid
-        from trainer.models import load_sd1
+        from trainer.grid import GridSource, render_run_grid
 
         cfg = self.cfg
-        device = resolve_device(cfg.training.device).type  # "cuda" without a GPU: a clear error
-        dtype = torch.float16 if device == "cuda" else torch.float32
-        bundle = load_sd1(cfg.model.pretrained_model, vae=cfg.model.vae, tokenizer=cfg.model.tokenizer,
-                          dtype=dtype, device=device, vae_dtype=torch.float32)
 
         def progress(done: int, total: int, cell: Any) -> None:
             self.done, self.total = done, total
             if cell.prompt_index == 0:  # the screen shows the first prompt's first seed
                 self.cells.setdefault((cell.row, cell.col), cell)
 
-        return build_grid(
-            bundle, self.rows, cfg.sample.sample_prompts, weights=self.weights, out_dir=self.out_dir,
-            sampler=cfg.sample.sample_sampler, steps=self.steps, clip_skip=cfg.training.clip_skip,
-            max_token_length=cfg.dataset.max_token_length, progress=progress, cancel=self.cancel.is_set,
-            output_name=cfg.output.output_name,
+        return render_run_grid(
+            GridSource.from_config(cfg), self.rows, cfg.sample.sample_prompts, weights=self.weights,
+            out_dir=self.out_dir, steps=self.steps, progress=progress, cancel=self.cancel.is_set,
         )
 
 
@@ -98,3 +88,94 @@ def choose_epoch(lora: Path, label: str, run_dir: Path, output_name: str, *, ove
               "sha256": hashlib.sha256(data).hexdigest()}
     atomic_write_text(target.parent / "chosen.json", json.dumps(record, indent=1) + "\n")
     return target
+
+
+@dataclass
+class JudgeJob:
+    """One judgement of the workspace's run (``trainer.judge``), with live progress for the screen."""
+
+    cfg: Any
+    weights: list[float]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    stage: str = ""
+    done: int = 0
+    total: int = 0
+
+    def run(self) -> dict[str, Any]:
+        """Plan, render/reuse the evaluation grid, tag and score (blocking; call from a thread worker)."""
+        from trainer.grid import GridSource
+        from trainer.judge import judge, plan_judge
+        from trainer.judge.run import judge_json
+
+        def progress(stage: str, done: int, total: int) -> None:
+            self.stage, self.done, self.total = stage, done, total
+
+        plan = plan_judge(self.cfg, weights=self.weights)
+        return judge_json(judge(plan, GridSource.from_config(self.cfg), progress=progress, cancel=self.cancel))
+
+
+def load_last_judgement(run_dir: Path, rows: list[tuple[str, Path]]) -> dict[str, Any] | None:
+    """The run's judge.json, unless a LoRA file was written after it (a newer run: stale scores)."""
+    from trainer.judge import load_judge
+
+    path = Path(run_dir) / "judge" / "judge.json"
+    judgement = load_judge(path.parent)
+    try:
+        if judgement is None or any(p.stat().st_mtime > path.stat().st_mtime for _, p in rows):
+            return None
+    except OSError:
+        return None
+    return judgement
+
+
+def judged_cells(judgement: dict[str, Any], rows: list[tuple[str, Path]], weights: list[float]
+                 ) -> dict[tuple[int, int], dict[str, Any]]:
+    """The judge's cells placed on the screen's table: (row, col) by LoRA file and weight."""
+    row_of = {Path(p).name: r for r, (_, p) in enumerate(rows)}
+    col_of = {float(w): c for c, w in enumerate(weights)}
+    out = {}
+    for cell in judgement.get("cells", []):
+        r = row_of.get(Path(cell.get("lora") or "").name)
+        c = col_of.get(float(cell.get("weight", -1)))
+        if r is not None and c is not None:
+            out[(r, c)] = cell
+    return out
+
+
+def recommended_cell(judgement: dict[str, Any], rows: list[tuple[str, Path]], weights: list[float]
+                     ) -> tuple[int, int] | None:
+    pick = judgement.get("recommendation")
+    if not pick:
+        return None
+    for (r, c), cell in judged_cells(judgement, rows, weights).items():
+        if cell.get("row") == pick.get("row") and cell.get("col") == pick.get("col"):
+            return r, c
+    return None
+
+
+def heat_colour(score: float) -> str:
+    """Background colour of a heatmap cell: red (0) → yellow → green (1)."""
+    s = max(0.0, min(1.0, float(score)))
+    r, g = (200, int(60 + 280 * s)) if s < 0.5 else (int(200 - 300 * (s - 0.5)), 200)
+    return f"rgb({max(0, min(255, r))},{max(0, min(255, g))},40)"
+
+
+def breakdown(cell: dict[str, Any]) -> str:
+    """One line per cell: its score and each metric, for the selection pane."""
+    def f(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    parts = [f"score {f(cell.get('score'))}", f"features {f(cell.get('recall'))}",
+             f"adherence {f(cell.get('adherence'))}", f"leakage {f(cell.get('leakage'))}"]
+    if cell.get("identity") is not None:
+        parts.append(f"identity {f(cell['identity'])}")
+    if cell.get("corruption"):
+        parts.append(f"blank {cell['corruption']:.0%}")
+    extra = []
+    if cell.get("missing_features"):
+        extra.append("missing " + ", ".join(cell["missing_features"][:3]))
+    if cell.get("ignored_tags"):
+        extra.append("ignores " + ", ".join(cell["ignored_tags"][:3]))
+    if cell.get("leaked_tags"):
+        extra.append("leaks " + ", ".join(cell["leaked_tags"][:3]))
+    return " · ".join(parts) + ("\n" + " · ".join(extra) if extra else "")

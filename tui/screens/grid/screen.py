@@ -1,5 +1,6 @@
 """The Grid screen: run the epoch × weight grid of the last run, browse the cells, view one large,
-and mark the chosen epoch (copied as the final LoRA)."""
+judge every cell (heatmap + per-cell breakdown, the recommended cell starred) and mark the chosen
+epoch (copied as the final LoRA; the cursor starts on the recommendation)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,17 @@ from textual.widgets import DataTable, Input, Label, ProgressBar, Static
 
 from tagging.errors import UserError
 from tui.screens.base import KazariScreen
-from tui.screens.grid.job import GridJob, choose_epoch, parse_weights
+from tui.screens.grid.job import (
+    GridJob,
+    JudgeJob,
+    breakdown,
+    choose_epoch,
+    heat_colour,
+    judged_cells,
+    load_last_judgement,
+    parse_weights,
+    recommended_cell,
+)
 from tui.widgets.dialogs import ConfirmScreen
 from tui.widgets.preview import ImagePreview
 
@@ -54,15 +65,17 @@ class GridScreen(KazariScreen):
     GridScreen #gr-weights { width: 24; height: 1; border: none; }
     GridScreen #gr-status { height: auto; padding: 0 1; }
     GridScreen ProgressBar { height: 1; padding: 0 1; }
-    GridScreen #gr-table { width: 1fr; }
+    GridScreen #gr-table { width: auto; max-width: 70%; }
     GridScreen #gr-side { width: 1fr; }
     GridScreen #gr-cell { height: 1; }
+    GridScreen #gr-breakdown { height: auto; max-height: 4; color: $text-muted; }
     """
     BINDINGS = [
         Binding("g", "build", "Build grid", id="gr-build"),
         Binding("c", "cancel", "Cancel", id="gr-cancel"),
         Binding("v", "view", "View large", id="gr-view"),
         Binding("e", "choose", "Choose epoch", id="gr-choose"),
+        Binding("j", "judge", "Judge", id="gr-judge"),
         Binding("w", "focus_weights", "Weights", id="gr-weights"),
     ]
 
@@ -71,6 +84,8 @@ class GridScreen(KazariScreen):
         self.job: GridJob | None = None
         self.result: Any = None
         self.running = False
+        self.judging: JudgeJob | None = None
+        self.judgement: dict[str, Any] | None = None  # judge.json of the run (fresh or from disk)
         self._timer: Any = None
 
     def compose_body(self) -> ComposeResult:
@@ -83,34 +98,52 @@ class GridScreen(KazariScreen):
             yield DataTable(id="gr-table", cursor_type="cell")
             with Vertical(id="gr-side"):
                 yield Static("", id="gr-cell", classes="pane-title")
+                yield Static("", id="gr-breakdown")
                 yield ImagePreview(self.session.image_mode, id="gr-preview")
 
     def on_mount(self) -> None:
         self.query_one("#gr-progress", ProgressBar).display = False
         self.query_one(ImagePreview).show(None, "no cell selected")
         self._timer = self.set_interval(0.25, self.poll, pause=True)
+        # While training runs, look for newly saved epochs so the table fills as they land.
+        self.set_interval(2.0, self._watch_training)
         self.refresh_view()
+
+    def _watch_training(self) -> None:
+        if self.kapp.training.running and not self.running and self.judging is None and self.result is None:
+            self.refresh_view()
 
     def refresh_view(self) -> None:
         if self.running or self.result is not None:
             return
         status = self.query_one("#gr-status", Static)
+        training = self.kapp.training.running
         try:
             job = self._new_job()
             if not job.run_dir.is_dir():
-                status.update(f"No training run yet in {self.session.workspace.display(job.run_dir)}: "
+                status.update("Training is running: waiting for the first saved epoch…" if training else
+                              f"No training run yet in {self.session.workspace.display(job.run_dir)}: "
                               "train first (5), then g builds the epoch × weight grid here.")
                 return
             job.prepare()
         except UserError as err:
-            status.update(f"{err}")
+            if training:  # no LoRA saved yet: not a mistake, just early
+                status.update("Training is running: waiting for the first saved epoch…")
+            else:
+                status.update(f"{err}")
             return
+        self.job = self.job if self.job is not None and self.job.rows == job.rows else job
+        if self.judgement is None:
+            self.judgement = load_last_judgement(job.run_dir, job.rows)
         chosen = self._chosen_label(job)
+        pick = (self.judgement or {}).get("recommendation")
+        hint = (f" · judged: keep {pick['label']} at {pick['weight']:g} (e chooses it)" if pick
+                else " · j judges every cell")
         status.update(
             f"run {self.session.workspace.display(job.run_dir)}: {len(job.rows)} LoRA(s) "
-            f"({', '.join(r[0] for r in job.rows)}) · g builds the grid{chosen}"
+            f"({', '.join(r[0] for r in job.rows)}) · g builds the grid{hint}{chosen}"
         )
-        self._draw_table(job)
+        self._draw_table(self.job)
 
     def _chosen_label(self, job: GridJob) -> str:
         import json
@@ -133,13 +166,26 @@ class GridScreen(KazariScreen):
         table.clear(columns=True)
         # Fixed width: after clear(columns=True) DataTable kept drawing the header's width ("epoc").
         table.add_column("LoRA", key="label", width=max([4, *(len(label) for label, _ in job.rows)]))
-        for w in job.weights:
-            table.add_column(f"w {w:g}", key=f"w{w:g}")
+        for w in job.weights:  # fixed width too: a judged cell holds "0.93★"
+            table.add_column(f"w {w:g}", key=f"w{w:g}", width=max(5, len(f"w {w:g}")))
         for r, (label, _path) in enumerate(job.rows):
-            cells = []
-            for c in range(len(job.weights)):
-                cells.append(Text("■", style="green") if (r, c) in job.cells else Text("·", style="dim"))
-            table.add_row(label, *cells)
+            table.add_row(label, *(self._cell_text(job, r, c) for c in range(len(job.weights))))
+        pick = self._recommended(job)
+        if pick is not None:
+            table.move_cursor(row=pick[0], column=pick[1] + 1)  # "choose" defaults to the recommendation
+
+    def _judged(self, job: GridJob) -> dict[tuple[int, int], dict[str, Any]]:
+        return judged_cells(self.judgement, job.rows, job.weights) if self.judgement else {}
+
+    def _recommended(self, job: GridJob) -> tuple[int, int] | None:
+        return recommended_cell(self.judgement, job.rows, job.weights) if self.judgement else None
+
+    def _cell_text(self, job: GridJob, r: int, c: int) -> Text:
+        cell = self._judged(job).get((r, c))
+        if cell is not None:  # heatmap: the score on its colour, the recommendation starred
+            star = "★" if self._recommended(job) == (r, c) else " "
+            return Text(f"{cell['score']:.2f}{star}", style=f"bold black on {heat_colour(cell['score'])}")
+        return Text("■", style="green") if (r, c) in job.cells else Text("·", style="dim")
 
     # -- running -----------------------------------------------------------------------------------
     def _prepared_job(self):
@@ -172,6 +218,9 @@ class GridScreen(KazariScreen):
         self._timer.resume()
 
     def poll(self) -> None:
+        if self.judging is not None:
+            self._poll_judge()
+            return
         job = self.job
         if job is None:
             return
@@ -181,7 +230,7 @@ class GridScreen(KazariScreen):
         table = self.query_one("#gr-table", DataTable)
         for (r, c) in list(job.cells):
             if r < table.row_count and c + 1 < len(table.columns):
-                table.update_cell_at((r, c + 1), Text("■", style="green"))
+                table.update_cell_at((r, c + 1), self._cell_text(job, r, c))
         if self.running and not any(w.group == "grid" and w.is_running for w in self.app.workers):
             self.running = False  # the job failed; run_job has shown the error
             self._timer.pause()
@@ -202,7 +251,57 @@ class GridScreen(KazariScreen):
         )
         self.query_one("#gr-table", DataTable).focus()
 
+    # -- judging ---------------------------------------------------------------------------------------
+    def action_judge(self) -> None:
+        if self.running or self.judging is not None:
+            self.notify("A grid or judgement is already running (c cancels).")
+            return
+        if self.kapp.training.running:
+            self.notify("Training is running; judge the run when it has finished.", severity="warning")
+            return
+        job = self._prepared_job()
+        if job is None:
+            return
+        from tui.session import LinkedEvent
+
+        self.job = job
+        self.judging = JudgeJob(job.cfg, job.weights, cancel=LinkedEvent(self.session.stop_event))
+        bar = self.query_one("#gr-progress", ProgressBar)
+        bar.display = True
+        bar.update(total=None, progress=0)
+        self.query_one("#gr-status", Static).update("judging: rendering the evaluation grid, then tagging…")
+        self.run_job(self.judging.run, self._judged_done, group="judge", description="judge")
+        self._timer.resume()
+
+    def _poll_judge(self) -> None:
+        j = self.judging
+        bar = self.query_one("#gr-progress", ProgressBar)
+        if j.total:
+            bar.update(total=j.total, progress=j.done)
+            self.query_one("#gr-status", Static).update(f"judging: {j.stage} {j.done}/{j.total}…")
+        if not any(w.group == "judge" and w.is_running for w in self.app.workers):
+            self.judging = None  # failed; run_job has shown the error
+            self._timer.pause()
+            bar.display = False
+
+    def _judged_done(self, judgement: dict[str, Any]) -> None:
+        self.judging = None
+        self._timer.pause()
+        self.judgement = judgement
+        self.query_one("#gr-progress", ProgressBar).display = False
+        if self.job is not None:
+            self._draw_table(self.job)
+        pick = judgement.get("recommendation")
+        self.query_one("#gr-status", Static).update(
+            Text(pick["reason"] + "  · e chooses the starred cell" if pick else "Judged: no LoRA cell to recommend."))
+        self.query_one("#gr-table", DataTable).focus()
+        self._show_cell()
+
     def action_cancel(self) -> None:
+        if self.judging is not None:
+            self.judging.cancel.set()
+            self.notify("cancelling the judgement…")
+            return
         if self.running and self.job is not None:
             self.job.cancel.set()
             self.notify("cancelling after the current image…")
@@ -227,14 +326,48 @@ class GridScreen(KazariScreen):
         sel = self._selected()
         title = self.query_one("#gr-cell", Static)
         preview = self.query_one(ImagePreview)
+        judged = self._show_breakdown()
         if sel is None or sel[2] is None:
-            title.update("")
-            preview.show(None, "no cell selected")
+            if not judged:
+                title.update("")
+                preview.show(None, "no cell selected")
+            else:  # no sample grid rendered: show the judge's own image of this cell
+                image = self._judged_image(sel)
+                if preview.source != image:
+                    preview.show(image, "no image")
+            return
+        if judged:
+            cell = sel[2]
+            if preview.source is not cell.image:
+                preview.show(cell.image)
             return
         r, c, cell = sel
         title.update(f"{cell.label} × weight {cell.weight:g}")
         if preview.source is not cell.image:
             preview.show(cell.image)
+
+    def _judged_image(self, sel: tuple[int, int, Any] | None) -> Any:
+        if sel is None or self.job is None:
+            return None
+        cell = self._judged(self.job).get((sel[0], sel[1]))
+        images = (cell or {}).get("images") or []
+        return self.job.run_dir / "judge" / images[0] if images else None
+
+    def _show_breakdown(self) -> bool:
+        """The judged metrics of the selected cell in the title line (True when shown)."""
+        pane = self.query_one("#gr-breakdown", Static)
+        pane.update("")
+        if self.job is None or not self.judgement:
+            return False
+        table = self.query_one("#gr-table", DataTable)
+        r, c = table.cursor_coordinate.row, table.cursor_coordinate.column - 1
+        cell = self._judged(self.job).get((r, c))
+        if cell is None:
+            return False
+        star = " ★ recommended" if self._recommended(self.job) == (r, c) else ""
+        self.query_one("#gr-cell", Static).update(Text(f"{cell['label']} × weight {cell['weight']:g}{star}"))
+        pane.update(Text(breakdown(cell)))
+        return True
 
     def action_view(self) -> None:
         sel = self._selected()
@@ -251,6 +384,7 @@ class GridScreen(KazariScreen):
     def _weights_submitted(self, event: Input.Submitted) -> None:
         self.result = None
         self.job = None
+        self.judgement = None
         self.refresh_view()
         self.query_one("#gr-table", DataTable).focus()
 

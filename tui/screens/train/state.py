@@ -14,6 +14,7 @@ from trainer.events import (
     SampleReady,
     StepEvent,
     TrainWarning,
+    ValidationLoss,
 )
 from tui.bridge import Drained
 
@@ -43,6 +44,7 @@ class RunView:
     smoothed: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     checkpoints: list[CheckpointSaved] = field(default_factory=list)
+    validation: list[ValidationLoss] = field(default_factory=list)  # ValidationLoss events (fixed-noise loss per save)
     samples: list[SampleReady] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     finished: Finished | None = None
@@ -66,6 +68,8 @@ class RunView:
                 self.checkpoints.append(event)
             elif isinstance(event, SampleReady):
                 self.samples.append(event)
+            elif isinstance(event, ValidationLoss):
+                self.validation.append(event)
             elif isinstance(event, TrainWarning):
                 self.warnings.append(event.message)
             elif isinstance(event, Finished):
@@ -98,8 +102,9 @@ class RunView:
         gpu = f"{s.gpu_mem_gb:.1f} GB" if s.gpu_mem_gb is not None else "—"
         eta = _fmt_eta(s.eta_s)
         head = "❚❚ paused" if paused else "▶"
+        val = f" · val {self.validation[-1].loss:.4f}" if self.validation else ""
         return (f"{head} epoch {s.epoch}/{epochs} · step {s.step}/{s.total_steps} · loss {s.loss:.4f} "
-                f"(avg {s.smoothed_loss:.4f}) · {s.images_per_s:.2f} img/s · GPU {gpu} · ETA {eta}")
+                f"(avg {s.smoothed_loss:.4f}){val} · {s.images_per_s:.2f} img/s · GPU {gpu} · ETA {eta}")
 
 
 def _fmt_eta(seconds: float | None) -> str:
