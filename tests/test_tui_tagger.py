@@ -83,7 +83,7 @@ def test_apply_after_edits_elsewhere_keeps_them(tmp_path: Path) -> None:
             await pilot.press("n", "x", "y")  # trash the second image
             await pilot.pause()
             assert second not in {img.key for img in ds.images}
-            await pilot.press("3")
+            await pilot.press("2")
             await pilot.pause()
             assert second not in app.screen.state.results
             await pilot.press("ctrl+y")

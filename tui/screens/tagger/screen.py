@@ -117,6 +117,10 @@ class TaggerScreen(KazariScreen):
 
         return load_character(ds.root)
 
+    @on(Input.Submitted)
+    def _field_submitted(self, event: Input.Submitted) -> None:
+        self.action_leave_field()  # Enter leaves a field, so the screen keys work again
+
     def _reselect(self) -> None:
         error = self.query_one("#tt-error", Static)
         try:
