@@ -160,3 +160,45 @@ def save_character(root: Path | str, profile: CharacterProfile, *, force: bool =
     atomic_write_text(path, text)
     profile.loaded_text = text
     return True
+
+
+def tag_key(tag: str) -> str:
+    """Comparison key for tags: case, spaces and underscores do not matter (``Pink Hair`` = ``pink_hair``)."""
+    return tag.strip().lower().replace(" ", "_")
+
+
+def honour_profile(
+    current: list[str], merged: list[str], profile: CharacterProfile, folder_trigger: str | None = None,
+) -> list[str]:
+    """``merged`` (an automatic step's new caption for an image now tagged ``current``) with the
+    profile applied: features and never-add tags the step introduced are dropped (tags the user
+    kept in the caption stay), and the trigger word — the profile's, or the folder's when the
+    caption already had it — is first, exactly once."""
+    blocked = {tag_key(t) for t in (*profile.features, *profile.never_add)}
+    had = {tag_key(t) for t in current}
+    out = [t for t in merged if tag_key(t) not in blocked or tag_key(t) in had]
+    trigger = profile.trigger or (folder_trigger if folder_trigger and tag_key(folder_trigger) in had else "")
+    if trigger:
+        out = [trigger, *(t for t in out if tag_key(t) != tag_key(trigger))]
+    return out
+
+
+def record_pruned(root: Path | str, tags: Iterable[str]) -> list[str]:
+    """Record pruned feature tags in the dataset's profile (saved at once); returns the new ones."""
+    profile = load_character(root)
+    new = profile.add_features(tags)
+    if new:
+        save_character(root, profile)
+    return new
+
+
+def features_present(profile: CharacterProfile, images: Iterable[object]) -> dict[str, list[str]]:
+    """Feature tag -> keys of the images whose caption still carries it (lint after pruning)."""
+    wanted = {tag_key(t): t for t in profile.features}
+    found: dict[str, list[str]] = {}
+    for item in images:
+        for tag in getattr(item, "tags", ()):
+            name = wanted.get(tag_key(tag))
+            if name is not None:
+                found.setdefault(name, []).append(item.key)  # type: ignore[attr-defined]
+    return found

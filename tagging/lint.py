@@ -49,6 +49,8 @@ CODES: dict[str, str] = {
     "image-unreadable": ERROR,
     "image-not-file": WARNING,
     "image-near-duplicate": WARNING,
+    "feature-present": WARNING,
+    "character-profile-bad": ERROR,
 }
 
 # Short side in px. sd-scripts' default min_bucket_reso is 256: anything smaller is always upscaled.
@@ -116,6 +118,7 @@ def lint(
     for item in items:
         findings.extend(_caption_findings(item, trigger))
     findings.extend(_shared_captions(dataset))
+    findings.extend(_profile_findings(dataset))
     if check_images:
         findings.extend(_image_findings(items, min_size, near_duplicate_distance, progress))
     else:
@@ -197,6 +200,29 @@ def _caption_findings(item: Any, trigger: str | None) -> list[Finding]:
                 "trigger-not-first", path,
                 f"{path}: trigger word {want!r} is not the first tag (keep_tokens=1 expects it first).", key,
             ))
+    return out
+
+
+def _profile_findings(dataset: Any) -> list[Finding]:
+    """Fixed features (``.kazari/character.toml``) still present in captions after pruning."""
+    from tagging.character import features_present, load_character, profile_path
+    from tagging.errors import UserError
+
+    path = profile_path(dataset.root)
+    try:
+        profile = load_character(dataset.root)
+    except UserError as err:
+        return [_finding("character-profile-bad", path, str(err))]
+    out = []
+    for tag, keys in features_present(profile, dataset.images).items():
+        n = len(keys)
+        out.append(_finding(
+            "feature-present", path,
+            f"feature tag {tag} present in {n} caption{'s' if n != 1 else ''} after pruning (e.g. {keys[0]}); "
+            "a fixed feature left in some captions is learnt from the tag there, not from the trigger. "
+            f"Remove it (Tags screen d, or kazari dataset edit --remove {tag}) or forget the feature "
+            f"(kazari dataset character --remove-feature {tag}).",
+        ))
     return out
 
 

@@ -26,6 +26,7 @@ def test_the_grid_screen_job_uses_the_rule(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = preset("anime-character")
     cfg.training.device = "cuda"
+    cfg.model.pretrained_model = tmp_path / "model.safetensors"  # never loaded: the device check comes first
     with pytest.raises(UserError, match="no CUDA GPU"):
         GridJob(cfg=cfg, weights=[1.0]).run()
 

@@ -108,3 +108,21 @@ def test_codes_are_stable_and_severities_consistent(tmp_path: Path) -> None:
     assert [f.severity for f in findings if f.code == "caption-empty"] == [ERROR]
     d = findings[0].to_dict(root)
     assert set(d) == {"code", "severity", "path", "key", "message"} and not d["path"].startswith("/")
+
+
+def test_feature_left_in_captions_after_pruning_is_reported(tmp_path):
+    from tagging.character import record_pruned
+    from tagging.dataset import Dataset
+    from tagging.lint import lint
+
+    folder = tmp_path / "10_kazari"
+    folder.mkdir()
+    from PIL import Image
+
+    for i, caption in enumerate(["kazari, pink_hair, smile", "kazari, smile", "kazari, Pink Hair"]):
+        Image.new("RGB", (300, 300)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(caption)
+    assert not [f for f in lint(Dataset.open(tmp_path), check_images=False) if f.code == "feature-present"]
+    record_pruned(tmp_path, ["pink_hair"])
+    found = [f for f in lint(Dataset.open(tmp_path), check_images=False) if f.code == "feature-present"]
+    assert len(found) == 1 and "feature tag pink_hair present in 2 captions" in found[0].message

@@ -102,8 +102,34 @@ def test_cli_writes_with_options(root, model, capsys):
     assert "Changed 5 of 5" in out
     for text in _captions(root).values():
         tags = text.strip().split(", ")
+        if tags[0] == "kazari":  # the folder's trigger is kept first (character profile default)
+            tags = tags[1:]
         assert "pink hair" in tags and len(tags) <= 3
-        assert not {"solo", "long hair", "1girl", "uiharu kazari"} & set(tags)
+        assert not {"solo", "long hair", "1girl", "uiharu kazari", "kazari"} & set(tags)
+
+
+def test_cli_honours_the_character_profile(root, model, capsys):
+    """`kazari dataset character` records the profile; `kazari tag` then never writes its
+    features or the recognised character tag, offers it instead, and --ignore-character writes all."""
+    assert main(["dataset", "edit", str(root), "--remove", "pink_hair", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["features_recorded"] == ["pink_hair"]  # a suggested feature
+    assert main(["dataset", "character", str(root), "--trigger", "kz", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["written"] and data["trigger"] == "kz" and data["features"] == ["pink_hair"]
+    assert main(["tag", str(root), "--model", str(model), "--mode", "append", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["character_profile"]["offered"] == [{"tag": "uiharu_kazari", "images": 5}]
+    for text in _captions(root).values():
+        tags = text.strip().split(", ")
+        assert tags[0] == "kz" and "pink_hair" not in tags and "uiharu_kazari" not in tags
+    assert main(["tag", str(root), "--model", str(model), "--mode", "append"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT written" in out and "--never uiharu_kazari" in out
+    assert main(["dataset", "character", str(root), "--never", "uiharu_kazari", "--remove-feature", "pink_hair"]) == 0
+    assert "never add: uiharu_kazari" in capsys.readouterr().out
+    assert main(["tag", str(root), "--model", str(model), "--mode", "append", "--ignore-character"]) == 0
+    capsys.readouterr()
+    assert all("uiharu_kazari" in t and "pink_hair" in t for t in _captions(root).values())
 
 
 def test_cli_skip_mode(root, model, capsys):

@@ -34,7 +34,7 @@ def _captions(root):
 def test_overwrite_writes_all_as_one_undoable_edit(root, tagger):
     before = _captions(root)
     ds = Dataset.open(root)
-    report = tag_dataset(ds, tagger, TagOptions(), "overwrite", batch_size=3)
+    report = tag_dataset(ds, tagger, TagOptions(), "overwrite", batch_size=3, honour_character=False)
     assert len(report.results) == N and not report.failed
     after = _captions(root)
     assert after != before
@@ -48,6 +48,38 @@ def test_overwrite_writes_all_as_one_undoable_edit(root, tagger):
     ds.undo()
     ds.save()
     assert _captions(root) == before
+
+
+def test_character_profile_is_honoured_in_every_mode(root, tagger):
+    """Pruned features are never re-added, the model's character tag is offered instead of
+    written, and the trigger stays first — in append and overwrite mode (the issue-12 bug)."""
+    from tagging.character import load_character, record_pruned, save_character
+    from tagging.edits import RemoveTags
+
+    ds = Dataset.open(root)
+    ds.apply(RemoveTags(["pink_hair", "long_hair"]))
+    ds.save()
+    assert record_pruned(root, ["pink_hair", "long_hair"]) == ["pink_hair", "long_hair"]
+    report = tag_dataset(ds, tagger, TagOptions(), "append")
+    for item in ds.images:
+        assert "pink_hair" not in item.tags and "long_hair" not in item.tags and "uiharu_kazari" not in item.tags
+    assert report.character_offers() == [("uiharu_kazari", N)]
+    had_trigger = {item.key for item in ds.images if "kazari" in item.tags}
+    assert had_trigger
+    report = tag_dataset(ds, tagger, TagOptions(), "overwrite")
+    for item in ds.images:
+        if item.key in had_trigger:  # folder 10_kazari: overwrite no longer drops it
+            assert item.tags[0] == "kazari", item.tags
+        assert not {"pink_hair", "long_hair", "uiharu_kazari"} & set(item.tags)
+    profile = load_character(root)
+    profile.trigger = "kz"
+    profile.add_never(["uiharu_kazari"])
+    save_character(root, profile)
+    report = tag_dataset(ds, tagger, TagOptions(), "overwrite")
+    assert all(item.tags[0] == "kz" for item in ds.images)
+    assert report.character_offers() == []  # now known to the profile
+    report = tag_dataset(ds, tagger, TagOptions(), "overwrite", honour_character=False)
+    assert all("pink_hair" in item.tags and "uiharu_kazari" in item.tags for item in ds.images)
 
 
 def test_background_and_hair_match_the_synthetic_truth(root, tagger):
@@ -64,7 +96,7 @@ def test_append_keeps_existing_and_adds_new_only(root, tagger):
     ds = Dataset.open(root)
     first = ds.images[0]
     old = list(first.tags)
-    tag_dataset(ds, tagger, TagOptions(), "append")
+    tag_dataset(ds, tagger, TagOptions(), "append", honour_character=False)
     new = Dataset.open(root).image(first.key).tags
     assert new[: len(old)] == old
     assert "uiharu_kazari" in new and len(new) == len(set(new))

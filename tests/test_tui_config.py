@@ -136,3 +136,46 @@ def test_side_panel_shows_what_a_run_would_refuse_or_warn_about(tmp_path: Path) 
             assert "network_alpha" in panel
 
     asyncio.run(main())
+
+
+def test_typing_at_full_speed_is_never_lost_and_keys_leave_fields(tmp_path: Path) -> None:
+    """Issue 12: quick edit-and-Enter tries must always keep the typed value (the derive worker
+    reads a snapshot, never the document the form is writing); Enter and Escape leave the field;
+    alt+digit switches screens from inside a field (a plain digit is typed)."""
+    ws = make_workspace(tmp_path / "ws", images=4, tagger=False)
+    app = make_app(ws, log_to_file=False, start_mode="config")
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            screen = app.screen
+            doc = app.session.config
+            keys = ["optimizer.learning_rate", "network.network_dim", "training.max_train_epochs"]
+            for i in range(35):
+                key = keys[i % 3]
+                value = {0: f"0.000{i % 9 + 1}", 1: str(8 + i), 2: str(1 + i % 5)}[i % 3]
+                field = screen.query_one("#in-" + key.replace(".", "-"))
+                field.focus()
+                await pilot.press("ctrl+u", *value, "enter")  # no pause between tries
+                assert screen.focused is not field, "Enter leaves the field"
+                got = doc.get(key)
+                assert str(got) == value or float(got) == float(value), (i, key, value, got)
+            await pilot.pause(0.5)
+            await app.workers.wait_for_complete()
+            for i in range(32, 35):
+                key = keys[i % 3]
+                value = {0: f"0.000{i % 9 + 1}", 1: str(8 + i), 2: str(1 + i % 5)}[i % 3]
+                assert float(doc.get(key)) == float(value)
+            field = screen.query_one("#in-training-max_train_epochs")
+            field.focus()
+            await pilot.press("ctrl+u", "2")
+            assert field.value == "2" and app.current_mode == "config"  # the digit is typed
+            await pilot.press("escape")
+            assert screen.focused is not field
+            field.focus()
+            await pilot.press("alt+2")
+            await pilot.pause()
+            assert app.current_mode == "tagger"
+
+    asyncio.run(main())

@@ -123,6 +123,10 @@ def test_prune_suggested_features_across_the_set_then_undo_and_save(workspace: P
         await pilot.pause()
         ds = app.session.dataset
         assert not any(FEATURES & set(img.tags) for img in ds.images)
+        from tagging.character import load_character
+
+        assert set(load_character(ds.root).features) == FEATURES  # recorded for the tagger
+        assert "features: " in screen_text(app)
         await pilot.press("u")
         await pilot.pause()
         assert all("hair_flower" in img.tags for img in ds.images)
@@ -147,7 +151,10 @@ def test_bulk_remove_selected_tags_and_set_trigger_first(workspace: Path) -> Non
         ds = app.session.dataset
         # select the first two rows of the frequency table and remove them everywhere
         chosen = screen.rows[:2]
-        await pilot.press("space", "space", "d")
+        await pilot.press("space", "space")
+        await pilot.pause()
+        assert "2 selected" in screen_text(app)  # the counter follows the selection
+        await pilot.press("d")
         await pilot.pause()
         assert not any(set(chosen) & set(img.tags) for img in ds.images)
         await pilot.press("t")
@@ -157,6 +164,20 @@ def test_bulk_remove_selected_tags_and_set_trigger_first(workspace: Path) -> Non
         assert all(img.tags[0] == "kz_char" for img in ds.images)
         history = [str(o.prompt) for o in screen.query_one("#tg-history").options]
         assert len(history) == 2 and "remove" in history[1]  # newest first; both steps visible
+        from tagging.character import load_character
+
+        assert load_character(ds.root).trigger == "kz_char"
+        await pilot.press("home", "down")
+        await pilot.pause()
+        tag = screen.current_tag()
+        assert tag and tag != "kz_char"
+        await pilot.press("f", "n")
+        await pilot.pause()
+        profile = load_character(ds.root)
+        assert profile.features == [tag] and profile.never_add == [tag]
+        await pilot.press("f")
+        await pilot.pause()
+        assert load_character(ds.root).features == []
 
     _run(app, scenario)
 

@@ -95,7 +95,7 @@ def test_modes_switch_by_number_keys_and_help_lists_every_action(tmp_path: Path)
 
     async def scenario(app, pilot) -> None:
         seen = []
-        for key, mode in zip("123456", ["dataset", "tags", "tagger", "config", "train", "grid"], strict=True):
+        for key, mode in zip("123456", ["dataset", "tagger", "tags", "config", "train", "grid"], strict=True):
             await pilot.press("escape", key)
             await pilot.pause()
             seen.append(app.current_mode)

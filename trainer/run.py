@@ -209,6 +209,9 @@ class TrainingRun:
     # ----- entry point ------------------------------------------------------------------------------
     def run(self) -> Any:
         """Train; returns the final ``Finished`` or ``Failed`` event (also emitted)."""
+        from tagging.threads import configure_torch
+
+        configure_torch()  # deliberate thread counts (tagging/threads.py), also when the TUI runs us
         self._t0 = time.perf_counter()
         self._step = 0
         self._epoch = 0

@@ -31,8 +31,8 @@ from tui.widgets.modebar import MODES as MODE_KEYS
 from tui.workspace import Workspace
 
 HELP_NOTES = (
-    "Modes: 1 Dataset · 2 Tags · 3 Tagger · 4 Config · 5 Train · 6 Grid (while typing in a field, "
-    "press Escape first). Tab / shift+tab move between panes and fields (the Dataset screen's tag "
+    "Modes: 1 Dataset · 2 Tagger · 3 Tags · 4 Config · 5 Train · 6 Grid, in the order the loop runs "
+    "(while typing in a field, alt+1..6 switch, or Escape leaves the field). Tab / shift+tab move between panes and fields (the Dataset screen's tag "
     "list, the Tagger's thresholds, the Config form). ctrl+p opens the command palette with every action of the current screen; "
     "ctrl+l shows the log (library output never paints over the screen); ctrl+q quits (asks first "
     "about unsaved captions or config edits, and while training, whose run it stops and saves)."
@@ -47,8 +47,8 @@ class KazariApp(App[None]):
     COMMANDS = App.COMMANDS | {BindingsProvider}
     MODES = {
         "dataset": DatasetScreen,
-        "tags": TagsScreen,
         "tagger": TaggerScreen,
+        "tags": TagsScreen,
         "config": ConfigScreen,
         "train": TrainScreen,
         "grid": GridScreen,
@@ -56,6 +56,12 @@ class KazariApp(App[None]):
     BINDINGS = [
         *(
             Binding(key, f"switch_mode('{name}')", label, show=False, id=f"mode-{name}")
+            for name, key, label in MODE_KEYS
+        ),
+        # From inside a text field the digit is typed; alt+digit switches anyway.
+        *(
+            Binding(f"alt+{key}", f"switch_mode('{name}')", label, show=False, priority=True,
+                    id=f"mode-alt-{name}")
             for name, key, label in MODE_KEYS
         ),
         Binding("f1,question_mark", "help", "Help", id="help"),

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from tagging.threads import prepare_environment
+
+    prepare_environment()  # thread counts, before any command imports torch (tagging/threads.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

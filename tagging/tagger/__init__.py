@@ -11,7 +11,15 @@ Typical use (CLI and TUI alike)::
 No torch here: onnxruntime, numpy and Pillow only.
 """
 
-from tagging.tagger.apply import Rethreshold, TagReport, apply_tags, merged_tags, rethreshold, tag_dataset
+from tagging.tagger.apply import (
+    Rethreshold,
+    TagReport,
+    apply_tags,
+    character_offers,
+    merged_tags,
+    rethreshold,
+    tag_dataset,
+)
 from tagging.tagger.cache import ScoreCache
 from tagging.tagger.labels import Labels, load_labels
 from tagging.tagger.models import DEFAULT_MODEL, KNOWN_MODELS, ModelFiles, resolve_model
@@ -23,6 +31,6 @@ __all__ = [
     "DEEPDANBOORU", "DEFAULT_MODEL", "KNOWN_MODELS", "MODES", "PROFILES", "WD14",
     "ImageTags", "Labels", "ModelFiles", "Profile", "Progress", "Rethreshold", "ScoreCache", "ScoreRun",
     "TagOptions", "TagReport", "Tagger",
-    "apply_tags", "load_labels", "mcut_threshold", "merge_tags", "merged_tags", "resolve_model",
+    "apply_tags", "character_offers", "load_labels", "mcut_threshold", "merge_tags", "merged_tags", "resolve_model",
     "rethreshold", "select_tags", "tag_dataset",
 ]

@@ -21,6 +21,7 @@ from tagging.tagger.pipeline import ProgressFn, Tagger
 from tagging.tagger.select import MODES, ImageTags, TagOptions, merge_tags, select_tags
 
 if TYPE_CHECKING:
+    from tagging.character import CharacterProfile
     from tagging.dataset import Dataset
 
 
@@ -39,6 +40,7 @@ class TagReport:
     cached: int = 0
     cancelled: bool = False
     change: Any = None  # the dataset Change (None on dry run or when nothing changed)
+    character: CharacterProfile | None = None  # the profile honoured (None: --ignore-character)
 
     @property
     def characters(self) -> Counter:
@@ -49,22 +51,55 @@ class TagReport:
         """Most frequent character tags: good candidates for the LoRA's trigger word."""
         return self.characters.most_common(limit)
 
+    def character_offers(self) -> list[tuple[str, int]]:
+        """Recognised character tags kept out of the captions and not yet in the profile."""
+        return character_offers(self.results, self.character)
+
 
 def _items(ds: Dataset, keys: Iterable[str] | None):
     return list(ds.images) if keys is None else [ds.image(k) for k in keys]
 
 
-def merged_tags(ds: Dataset, results: Mapping[str, ImageTags], mode: str) -> dict[str, list[str]]:
-    """New tag lists (merge ``mode``) for the images whose tags would actually change."""
+def merged_tags(ds: Dataset, results: Mapping[str, ImageTags], mode: str,
+                character: CharacterProfile | None = None) -> dict[str, list[str]]:
+    """New tag lists (merge ``mode``) for the images whose tags would actually change.
+
+    With a ``character`` profile (the default of ``kazari tag`` and the Tagger screen) the model
+    never re-adds a fixed feature or a never-add tag, never writes a character tag it recognised
+    (those are offered as trigger/never-add suggestions instead), and the trigger stays first.
+    This is the one place both the CLI and the TUI merge model tags into captions.
+    """
+    from tagging.character import honour_profile, tag_key
+
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     final: dict[str, list[str]] = {}
     for key, result in results.items():
-        current = list(ds.image(key).tags)
-        new = merge_tags(current, result.tags, mode)
+        item = ds.image(key)
+        current = list(item.tags)
+        model_tags = result.tags
+        if character is not None:
+            recognised = {tag_key(name) for name, _ in result.character}
+            model_tags = [t for t in model_tags if tag_key(t) not in recognised]
+        new = merge_tags(current, model_tags, mode)
+        if new is not None and character is not None:
+            new = honour_profile(current, new, character, getattr(item.folder, "trigger", None))
         if new is not None and new != current:
             final[key] = new
     return final
+
+
+def character_offers(results: Mapping[str, ImageTags],
+                     character: CharacterProfile | None) -> list[tuple[str, int]]:
+    """(character tag, images) the model recognised that the profile does not know yet, most
+    frequent first; with no profile honoured nothing is offered (the tags were written)."""
+    from tagging.character import tag_key
+
+    if character is None:
+        return []
+    known = {tag_key(t) for t in (character.trigger, *character.features, *character.never_add) if t}
+    counts = Counter(name for r in results.values() for name, _ in r.character if tag_key(name) not in known)
+    return counts.most_common()
 
 
 def apply_tags(ds: Dataset, final: Mapping[str, list[str]], label: str, save: bool = True):
@@ -93,11 +128,19 @@ def tag_dataset(
     use_cache: bool = True,
     on_progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    honour_character: bool = True,
 ) -> TagReport:
-    """Auto-tag ``ds`` (or the given keys). Cancelling keeps the images already scored."""
+    """Auto-tag ``ds`` (or the given keys). Cancelling keeps the images already scored.
+
+    ``honour_character`` (default) applies the dataset's character profile
+    (``tagging.character``, see ``merged_tags``); False writes the model's tags as they are.
+    """
+    from tagging.character import load_character
+
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     report = TagReport(tagger.model_id, mode, dry_run)
+    report.character = load_character(ds.root) if honour_character else None
     todo = []
     for item in _items(ds, keys):
         if item.caption_error is not None:
@@ -115,7 +158,7 @@ def tag_dataset(
     failed = {k for k, _ in run.failed}
     report.untouched = [k for k, _ in todo if k not in run.scores and k not in failed]
     report.results = {k: select_tags(run.scores[k], tagger.labels, options) for k, _ in todo if k in run.scores}
-    report.final = merged_tags(ds, report.results, mode)
+    report.final = merged_tags(ds, report.results, mode, report.character)
     if not dry_run:
         report.change = apply_tags(ds, report.final, f"auto-tag with {tagger.files.name} ({mode})", save=save)
     return report

@@ -47,6 +47,10 @@ def open_session(model_path: Path, device: str = "auto", threads: int | None = N
     providers = providers_for(device)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # ORT warnings (e.g. unused initializers) are noise for users
+    if not threads:
+        from tagging.threads import thread_plan
+
+        threads = thread_plan().onnx_intra  # one budget for torch, onnxruntime and OpenMP
     if threads:
         opts.intra_op_num_threads = threads
     # Idle ORT threads busy-wait by default, stealing the cores that decode/preprocess the next

@@ -1,6 +1,6 @@
 """`kazari dataset ...`: inspect, check and bulk-edit a dataset from the shell.
 
-Sub-commands: info, lint, stats, suggest, edit, undo, redo, history, revert, repeats, trash.
+Sub-commands: info, lint, stats, suggest, edit, undo, redo, history, revert, repeats, trash, character.
 ``--json`` output is a stable contract documented in docs/cli.md. Exit codes: 0 ok, 1 lint
 found errors (or nothing to undo/redo), 2 usage or I/O error (one paragraph via ``tui.cli``).
 """
@@ -95,6 +95,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add("trash", "move images (with captions) to ROOT/.kazari/trash/ (undoable)", _trash)
     p.add_argument("keys", metavar="KEY", nargs="+", help="image keys, e.g. 10_kazari/001.png")
     add("revert", "put every caption back as it arrived (originals in .kazari/originals/)", _revert)
+    p = add("character", "show or edit the character profile (ROOT/.kazari/character.toml): trigger, "
+            "fixed features, never-add tags — honoured by `kazari tag` and checked by lint", _character)
+    p.add_argument("--show", action="store_true", help="print the profile (the default with no edit)")
+    p.add_argument("--trigger", metavar="WORD", help="set the trigger word ('' clears it)")
+    p.add_argument("--add-feature", action="extend", nargs="+", default=[], metavar="TAG",
+                   help="record fixed features (tags pruned from captions so the trigger learns them)")
+    p.add_argument("--remove-feature", action="extend", nargs="+", default=[], metavar="TAG",
+                   help="forget features (the tagger may write them again)")
+    p.add_argument("--never", action="extend", nargs="+", default=[], metavar="TAG",
+                   help="tags the tagger must never write (e.g. the model's character tag)")
+    p.add_argument("--allow", action="extend", nargs="+", default=[], metavar="TAG",
+                   help="take tags off the never-add list")
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -346,6 +358,8 @@ def _edit_impl(args: argparse.Namespace, ds: Dataset) -> int:
     ops = _edit_ops(args)
     keys = filter_keys(ds.images, args.where) if args.where else None
     op = ops[0] if len(ops) == 1 else Chain(ops)
+    suggested = ({f.tag for fs in suggest_features(ds) for f in fs.features}
+                 if (args.remove or args.drop) and not args.dry_run else set())
     change = ds.apply(op, keys)
     rows = _change_rows(ds, change)
     written: list[str] = []
@@ -354,6 +368,7 @@ def _edit_impl(args: argparse.Namespace, ds: Dataset) -> int:
         report = ds.save(force=args.force)
         written = [_rel(ds, ds.image(k).caption_path) for k in report.written]
         kept = len(report.originals_kept)
+    recorded = _record_pruned_features(ds, change, suggested) if written else []
     selected = len(ds.images) if keys is None else len(keys)
     unreadable = [{"path": _rel(ds, i.caption_path), "reason": i.caption_error} for i in ds.read_only_items(keys)]
     _warn(ds)
@@ -361,6 +376,7 @@ def _edit_impl(args: argparse.Namespace, ds: Dataset) -> int:
         _emit({
             "root": ds.root.as_posix(), "edit": change.label, "dry_run": args.dry_run, "selected": selected,
             "changed": rows, "written": written, "originals_kept": kept, "skipped": unreadable,
+            "features_recorded": recorded,
         })
         return 0
     verb = "would change" if args.dry_run else "changed"
@@ -371,6 +387,51 @@ def _edit_impl(args: argparse.Namespace, ds: Dataset) -> int:
     _print_rows(rows)
     if written:
         print(f"Saved {len(written)} file(s); undo with: kazari dataset undo {args.root}")
+    if recorded:
+        print(f"Recorded pruned feature tag(s) {', '.join(recorded)} in the character profile, so the tagger "
+              f"will not write them back (kazari dataset character {args.root} --remove-feature … forgets).")
+    return 0
+
+
+def _record_pruned_features(ds: Dataset, change: Change, suggested: set[str]) -> list[str]:
+    """Suggested feature tags an edit removed are fixed features: remember them in the profile."""
+    from tagging.character import record_pruned
+
+    removed = {t for key, after in change.after.items() for t in change.before.get(key, []) if t not in after}
+    return record_pruned(ds.root, sorted(removed & suggested)) if removed & suggested else []
+
+
+def _character(args: argparse.Namespace) -> int:
+    from tagging.character import load_character, profile_path, save_character
+
+    _safe_stdout()
+    root = Path(args.root)
+    if not root.is_dir():
+        raise UserError(f"The dataset folder {root} does not exist.", hint="Pass the folder holding the images.")
+    profile = load_character(root)
+    edits = args.trigger is not None or args.add_feature or args.remove_feature or args.never or args.allow
+    if args.trigger is not None:
+        word = args.trigger.strip()
+        if "," in word:
+            raise UserError(f"The trigger word {word!r} contains a comma; a trigger is one tag.")
+        profile.trigger = word
+    profile.remove_features(_split_tags(args.remove_feature))
+    profile.add_features(_split_tags(args.add_feature))
+    profile.remove_never(_split_tags(args.allow))
+    profile.add_never(_split_tags(args.never))
+    written = save_character(root, profile) if edits else False
+    if args.json:
+        _emit({"root": root.as_posix(), "path": profile_path(root).as_posix(), "written": written,
+               "trigger": profile.trigger, "features": profile.features, "never_add": profile.never_add})
+        return 0
+    if written:
+        print(f"Saved {profile_path(root)}.")
+    print(f"trigger:   {profile.trigger or '(none)'}")
+    print(f"features:  {', '.join(profile.features) or '(none)'}")
+    print(f"never add: {', '.join(profile.never_add) or '(none)'}")
+    if profile.is_empty:
+        print("No profile yet: pruning suggested features on the Tags screen records them, or use "
+              "--add-feature / --never / --trigger.")
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tagging.errors import UserError
 
-SCREENS = ("dataset", "tags", "tagger", "config", "train", "grid")
+SCREENS = ("dataset", "tagger", "tags", "config", "train", "grid")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -63,6 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="overwrite captions, append new tags, or skip images that have tags (default overwrite)")
     p.add_argument("--exclude", nargs="+", action="extend", default=[], metavar="TAG",
                    help="tags never to write (commas also separate; '_' and ' ' are equivalent)")
+    p.add_argument("--ignore-character", action="store_true",
+                   help="write the model's tags as they are: do not honour ROOT/.kazari/character.toml "
+                   "(by default its features and never-add tags are never written, recognised character "
+                   "tags are only suggested, and the trigger stays first)")
     p.add_argument("--spaces", action="store_true", help="write 'long hair' instead of 'long_hair' (kaomoji kept)")
     p.add_argument("--ratings", action="store_true", help="append the top rating tag")
     p.add_argument("--max-tags", type=_positive, default=None, metavar="N",
@@ -135,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
             bar.start()
         try:
             report = tag_dataset(ds, tagger, options, args.mode, batch_size=args.batch, dry_run=args.dry_run,
-                                 on_progress=on_progress, cancel=cancel)
+                                 on_progress=on_progress, cancel=cancel,
+                                 honour_character=not args.ignore_character)
         finally:
             if bar is not None:
                 bar.stop()
@@ -182,6 +187,12 @@ def _json_report(args, ds, tagger, report) -> dict:
         "failed": [{"key": k, "reason": r} for k, r in report.failed],
         "untouched": report.untouched,
         "characters": [{"tag": t, "images": n} for t, n in report.characters.most_common()],
+        "character_profile": None if report.character is None else {
+            "trigger": report.character.trigger,
+            "features": report.character.features,
+            "never_add": report.character.never_add,
+            "offered": [{"tag": t, "images": n} for t, n in report.character_offers()],
+        },
     }
 
 
@@ -202,8 +213,21 @@ def _print_report(args, ds, tagger, report) -> None:
     if report.cancelled:
         print(f"Cancelled: {len(report.untouched)} image(s) left untouched; tagged ones were "
               f"{'not written (dry run)' if args.dry_run else 'saved'}.", file=out)
+    profile = report.character
+    if profile is not None and not profile.is_empty:
+        kept = profile.features + profile.never_add
+        print(f"Character profile honoured: {len(kept)} tag(s) never written"
+              f"{' (' + ', '.join(kept[:6]) + (', …' if len(kept) > 6 else '') + ')' if kept else ''}"
+              f"{f', trigger {profile.trigger} first' if profile.trigger else ''}"
+              " (--ignore-character turns this off).", file=out)
+    offers = report.character_offers()
     suggestions = report.trigger_suggestions()
-    if suggestions:
+    if offers:
+        shown = ", ".join(f"{t} ({n} image{'s' if n != 1 else ''})" for t, n in offers[:3])
+        print(f"Character tags recognised and NOT written (trigger-word candidates): {shown}. Keep them out "
+              f"for good: kazari dataset character {args.root} --never {' '.join(t for t, _ in offers[:3])}",
+              file=out)
+    elif suggestions and profile is None:
         shown = ", ".join(f"{t} ({n} image{'s' if n != 1 else ''})" for t, n in suggestions)
         print(f"Character tags recognised (trigger-word candidates): {shown}", file=out)
     if not args.dry_run and report.final:

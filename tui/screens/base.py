@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from tagging.errors import UserError
+from tui.widgets.errorpanel import ErrorPanel
 from tui.widgets.modebar import ModeBar
 
 SAVE_IN_BACKGROUND_FROM = 200  # dirty captions; below this a save is quicker than the modal box
@@ -37,6 +38,7 @@ class KazariScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield ModeBar(self.MODE)
+        yield ErrorPanel()
         yield from self.compose_body()
         yield Footer(compact=True)
 
@@ -85,6 +87,15 @@ class KazariScreen(Screen):
                 timeout=12,
             )
 
+    def show_job_error(self, what: str, err: BaseException) -> None:
+        """A failed job: the notification plus the panel that stays until dismissed."""
+        self.show_error(err)
+        message = str(err) if isinstance(err, UserError) else (
+            f"internal error {type(err).__name__}: {err} (details in the log, ctrl+l)")
+        panels = self.query(ErrorPanel)
+        if panels:
+            panels.first().show(what, message)
+
     def run_job(
         self,
         fn: Callable[[], Any],
@@ -92,14 +103,24 @@ class KazariScreen(Screen):
         *,
         group: str,
         description: str = "",
+        failed: Callable[[BaseException], None] | None = None,
     ) -> None:
-        """Run blocking ``fn`` in a thread worker; ``done(result)`` then runs on the UI thread."""
+        """Run blocking ``fn`` in a thread worker; ``done(result)`` then runs on the UI thread.
+
+        A failure always ends in a visible state: the error panel (it stays until dismissed) and
+        ``failed(err)``, where the screen puts itself back to usable.
+        """
+
+        def report(err: BaseException) -> None:
+            self.show_job_error(description or group, err)
+            if failed is not None:
+                failed(err)
 
         def body() -> None:
             try:
                 result = fn()
             except BaseException as err:  # noqa: BLE001 - reported to the user, never swallowed
-                self.app.call_from_thread(self.show_error, err)
+                self.app.call_from_thread(report, err)
                 return
             if done is not None:
                 self.app.call_from_thread(done, result)

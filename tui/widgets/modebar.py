@@ -1,4 +1,6 @@
-"""The top line of every screen: the six modes with their keys, and the unsaved-changes marker."""
+"""The top line of every screen: the six modes with their keys, and the unsaved-changes marker.
+
+The digits switch modes from lists; alt+digit (priority) also works from inside a text field."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ from textual.widgets import Static
 
 MODES = (
     ("dataset", "1", "Dataset"),
-    ("tags", "2", "Tags"),
-    ("tagger", "3", "Tagger"),
+    ("tagger", "2", "Tagger"),  # in the order the loop runs: tag, then prune on Tags
+    ("tags", "3", "Tags"),
     ("config", "4", "Config"),
     ("train", "5", "Train"),
     ("grid", "6", "Grid"),

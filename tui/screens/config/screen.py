@@ -127,6 +127,12 @@ class ConfigScreen(KazariScreen):
         self._draw_file()
         self.update_status()
 
+    @on(Input.Submitted)
+    def _field_submitted(self, event: Input.Submitted) -> None:
+        # Enter leaves the field (its value was taken from each Changed event already), so the
+        # screen keys (1..6, ^s) work again at once.
+        self.action_leave_field()
+
     def on_descendant_focus(self, event: Any) -> None:
         row = next((a for a in event.widget.ancestors_with_self if isinstance(a, FieldRow)), None)
         if row is None:
@@ -155,11 +161,15 @@ class ConfigScreen(KazariScreen):
         self._derive_timer = self.set_timer(0.3, self._derive)
 
     def _derive(self) -> None:
+        from trainer.config.document import ConfigDocument
+
         session = self.session
-        doc = self.doc
+        # The worker gets its own copy of the text: it never reads the document the form keeps
+        # writing (tomlkit is not thread-safe, and a placeholder fill replaces the whole tree).
+        path, text = self.doc.path, self.doc.text
 
         def work() -> list[str]:
-            return session.derived_lines(doc)
+            return session.derived_lines(ConfigDocument(path, text, disk_digest=None))
 
         self.run_job(work, self._derived, group="config-derive", description="derived figures")
 

@@ -30,7 +30,7 @@ class TaggerScreen(KazariScreen):
     TaggerScreen .row Label.wide { width: 14; }
     TaggerScreen .row Input { width: 1fr; border: none; height: 1; }
     TaggerScreen #tt-general, TaggerScreen #tt-character { width: 8; }
-    TaggerScreen #tt-status, TaggerScreen #tt-error { height: auto; padding: 0 1; }
+    TaggerScreen #tt-status, TaggerScreen #tt-error, TaggerScreen #tt-profile { height: auto; padding: 0 1; }
     TaggerScreen #tt-error { color: $error; }
     TaggerScreen ProgressBar { padding: 0 1; height: 1; }
     """
@@ -40,6 +40,8 @@ class TaggerScreen(KazariScreen):
         Binding("ctrl+y", "apply", "Apply", id="tt-apply"),
         Binding("ctrl+o", "cycle_mode", "Mode", id="tt-mode"),
         Binding("ctrl+t", "toggle_mcut", "MCut", id="tt-mcut"),
+        Binding("ctrl+b", "toggle_character", "Profile on/off", id="tt-character"),
+        Binding("ctrl+n", "accept_offers", "Never-add offered", id="tt-offers"),
     ]
 
     def __init__(self) -> None:
@@ -50,6 +52,8 @@ class TaggerScreen(KazariScreen):
         self.progress: Any = None  # latest tagging.tagger.Progress (written by the worker thread)
         self.cancel_event: threading.Event | None = None
         self.running = False
+        self.honour = True  # honour the dataset's character profile (^b turns it off)
+        self.job = 0  # id of the current run: a cancelled or superseded run's late result is dropped
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="tt-form"):
@@ -62,6 +66,7 @@ class TaggerScreen(KazariScreen):
                 yield Label("  character >", classes="wide")
                 yield Input("0.85", id="tt-character", compact=True)
                 yield Static("", id="tt-flags")
+        yield Static("", id="tt-profile")
         yield Static("", id="tt-error")
         yield ProgressBar(total=None, show_eta=False, id="tt-progress")
         yield Static("", id="tt-status")
@@ -72,6 +77,7 @@ class TaggerScreen(KazariScreen):
         reset_columns(self.query_one("#tt-table", DataTable),
                       [("image", "image", 5), ("tags after", "after", 3), ("changes", "diff", 9)])
         self._draw_flags()
+        self._draw_profile()
         self.query_one("#tt-progress", ProgressBar).display = False
         self.set_interval(0.25, self._poll_progress)
 
@@ -102,17 +108,57 @@ class TaggerScreen(KazariScreen):
     def _threshold_changed(self, event: Input.Changed) -> None:
         self._reselect()
 
+    def character(self) -> Any:
+        """The profile the merge honours (None when ^b turned it off); raises UserError if unreadable."""
+        ds = self.session.dataset
+        if not self.honour or ds is None:
+            return None
+        from tagging.character import load_character
+
+        return load_character(ds.root)
+
+    @on(Input.Submitted)
+    def _field_submitted(self, event: Input.Submitted) -> None:
+        self.action_leave_field()  # Enter leaves a field, so the screen keys work again
+
     def _reselect(self) -> None:
         error = self.query_one("#tt-error", Static)
         try:
             options = self.options()
+            character = self.character()
         except UserError as err:
             error.update(str(err))
             return
         error.update("")
         if self.state is not None and self.session.dataset is not None:
-            self.state.reselect(self.session.dataset, options, self.mode)
+            self.state.reselect(self.session.dataset, options, self.mode, character)
             self._draw_results()
+        self._draw_profile()
+
+    def _draw_profile(self) -> None:
+        """Say what the run will do to the pruned tags (the Tagger runs before Tags prunes)."""
+        line = self.query_one("#tt-profile", Static)
+        if not self.honour:
+            line.update(Text("character profile IGNORED: the model's tags are written as they are, pruned "
+                             "features and its character tag included (^b honours the profile)", style="bold red"))
+            return
+        try:
+            profile = self.character()
+        except UserError:
+            return  # shown in #tt-error
+        if profile is None:
+            line.update("")
+            return
+        kept = profile.features + profile.never_add
+        text = Text("character profile: ")
+        if kept:
+            shown = ", ".join(kept[:5]) + (f" (+{len(kept) - 5})" if len(kept) > 5 else "")
+            text.append(f"never writes {shown}", style="bold")
+        else:
+            text.append("no pruned features yet (P on Tags records them)")
+        text.append(f"; trigger {profile.trigger} first" if profile.trigger else "; folder trigger kept first")
+        text.append("; recognised character tags are offered, not written · ^b ignores the profile")
+        line.update(text)
 
     def _draw_flags(self) -> None:
         self.query_one("#tt-flags", Static).update(
@@ -127,6 +173,7 @@ class TaggerScreen(KazariScreen):
             self._reselect()
         else:
             self._draw_results()
+            self._draw_profile()
 
     def _draw_results(self) -> None:
         status = self.query_one("#tt-status", Static)
@@ -156,10 +203,14 @@ class TaggerScreen(KazariScreen):
                               ("tags after", "after", 3),
                               ("changes", "diff", max((r[2].cell_len for r in rows), default=9))])
         table.add_rows(rows)
+        offers = ""
+        if st.offers:
+            names = ", ".join(f"{t} ({n})" for t, n in st.offers[:3])
+            offers = f"\nrecognised character tags, not written (trigger candidates): {names} · ^n adds to never-add"
         status.update(
             f"{st.model_name}: {len(st.results)} scored ({st.cached} from cache), {len(st.failed)} failed"
             f"{', cancelled' if st.cancelled else ''} · {len(st.final)} caption(s) would change · "
-            "^y applies (undoable)"
+            f"^y applies (undoable){offers}"
         )
 
     def _poll_progress(self) -> None:
@@ -177,10 +228,13 @@ class TaggerScreen(KazariScreen):
         try:
             ds = self.session.require_dataset()
             options = self.options()
+            character = self.character()
         except UserError as err:
             self.show_error(err)
             return
         model = self._model_arg()
+        self.job += 1
+        job = self.job
         self.cancel_event = LinkedEvent(self.session.stop_event)
         self.running = True
         self.progress = None
@@ -195,33 +249,44 @@ class TaggerScreen(KazariScreen):
             def on_progress(p: Any) -> None:
                 self.progress = p  # read by the UI timer; the worker never waits for the UI
 
-            return TaggerState.score(ds, model, items, options, self.mode, on_progress, cancel)
+            return TaggerState.score(ds, model, items, options, self.mode, on_progress, cancel, character)
 
-        self.run_job(work, self._scored, group="tagger", description="auto-tagging")
-        self._watch_end()
+        def done(state: TaggerState) -> None:
+            if job == self.job:
+                self._scored(state)
 
-    def _watch_end(self) -> None:
-        # run_job reports errors itself; this only clears the running flag when the worker ends.
-        def check() -> None:
-            if not any(w.group == "tagger" and w.is_running for w in self.app.workers):
-                self.running = False
-                self.query_one("#tt-progress", ProgressBar).display = False
-                timer.stop()
+        def failed(err: BaseException) -> None:
+            if job == self.job:
+                self._stopped(f"Tagging with {model} failed (message above); fix it and press ^r to run again.")
 
-        timer = self.set_interval(0.3, check)
+        self.run_job(work, done, group=f"tagger-{job}", description=f"auto-tagging with {model}",
+                     failed=failed)
+
+    def _stopped(self, message: str) -> None:
+        """Back to a usable screen after a failure or a cancel (a late result is then dropped)."""
+        self.running = False
+        self.query_one("#tt-progress", ProgressBar).display = False
+        self.query_one("#tt-status", Static).update(message)
 
     def _scored(self, state: TaggerState) -> None:
         self.running = False
         self.state = state
         self.query_one("#tt-progress", ProgressBar).display = False
         self._draw_results()
+        self._draw_profile()
         if state.cancelled:
             self.notify("Tagging cancelled; the images scored so far are kept.")
 
     def action_cancel(self) -> None:
         if self.running and self.cancel_event is not None:
             self.cancel_event.set()
-            self.notify("Cancelling after the current batch…")
+            if self.progress is None:
+                # Still loading (or downloading) the model, which cannot be interrupted: let go of
+                # the run now; its result, when it comes, is dropped.
+                self.job += 1
+                self._stopped("Tagging cancelled while loading the model; ^r runs again.")
+            else:
+                self.notify("Cancelling after the current batch…")
 
     def action_apply(self) -> None:
         if self.state is None:
@@ -229,7 +294,7 @@ class TaggerScreen(KazariScreen):
             return
         try:
             ds = self.session.require_dataset()
-            self.state.reselect(ds, self.options(), self.mode)  # against the captions as they are now
+            self.state.reselect(ds, self.options(), self.mode, self.character())  # against the captions now
             change = self.state.apply(ds)
         except UserError as err:
             self.show_error(err)
@@ -239,7 +304,7 @@ class TaggerScreen(KazariScreen):
             self._draw_results()
             return
         self.notify(f"applied to {len(change)} image(s) — s on Tags/Dataset saves, u undoes")
-        self.state.reselect(self.session.dataset, self.options(), self.mode)
+        self.state.reselect(self.session.dataset, self.options(), self.mode, self.character())
         self._draw_results()
         self.update_status()
 
@@ -255,3 +320,27 @@ class TaggerScreen(KazariScreen):
         self._draw_flags()
         self._reselect()
 
+
+    def action_toggle_character(self) -> None:
+        self.honour = not self.honour
+        self.notify("character profile " + ("honoured" if self.honour else "ignored: the model's tags are written as they are"))
+        self._reselect()
+
+    def action_accept_offers(self) -> None:
+        """Put the recognised character tags on the profile's never-add list (saved at once)."""
+        ds = self.session.dataset
+        if self.state is None or ds is None or not self.state.offers:
+            self.notify("No recognised character tags to add (run the tagger with the profile honoured).")
+            return
+        from tagging.character import load_character, save_character
+
+        tags = [t for t, _ in self.state.offers]
+        try:
+            profile = load_character(ds.root)
+            profile.add_never(tags)
+            save_character(ds.root, profile)
+        except UserError as err:
+            self.show_error(err)
+            return
+        self.notify(f"never-add: {', '.join(tags)} (kazari dataset character --allow … undoes)")
+        self._reselect()

@@ -33,6 +33,7 @@ class TaggerState:
     cancelled: bool = False
     results: dict[str, Any] = field(default_factory=dict)  # key -> ImageTags at current thresholds
     final: dict[str, list[str]] = field(default_factory=dict)  # key -> caption after merge (changed only)
+    offers: list[tuple[str, int]] = field(default_factory=list)  # recognised character tags not written
 
     @classmethod
     def score(
@@ -44,6 +45,7 @@ class TaggerState:
         mode: str,
         on_progress: Callable[[Any], None],
         cancel: threading.Event,
+        character: Any = None,
     ) -> TaggerState:
         """Load the model and score ``items`` (blocking; cached scores are reused)."""
         from tagging.tagger import ScoreCache, Tagger
@@ -59,16 +61,18 @@ class TaggerState:
             cached=run.cached,
             cancelled=run.cancelled,
         )
-        state.reselect(ds, options, mode)
+        state.reselect(ds, options, mode, character)
         return state
 
-    def reselect(self, ds: Any, options: Any, mode: str) -> None:
-        from tagging.tagger import merged_tags, select_tags
+    def reselect(self, ds: Any, options: Any, mode: str, character: Any = None) -> None:
+        """Re-select and re-merge; ``character`` = the profile honoured (None: the model's tags as they are)."""
+        from tagging.tagger import character_offers, merged_tags, select_tags
 
         # Only images still in the dataset: since scoring, some may be trashed or their folder renamed.
         present = {img.key for img in ds.images}
         self.results = {k: select_tags(v, self.labels, options) for k, v in self.scores.items() if k in present}
-        self.final = merged_tags(ds, self.results, mode)
+        self.final = merged_tags(ds, self.results, mode, character)
+        self.offers = character_offers(self.results, character)
 
     def apply(self, ds: Any) -> Any:
         from tagging.tagger import apply_tags

@@ -44,6 +44,8 @@ class TagsScreen(KazariScreen):
         Binding("o", "cycle_scope", "Scope", id="tg-scope"),
         Binding("i", "focus_where", "Images query", id="tg-where"),
         Binding("c", "clear_selection", "Clear sel", id="tg-clear"),
+        Binding("f", "toggle_feature", "Feature ±", id="tg-feature"),
+        Binding("n", "toggle_never", "Never-add ±", id="tg-never"),
     ]
 
     def __init__(self) -> None:
@@ -56,6 +58,7 @@ class TagsScreen(KazariScreen):
         self.suggested: dict[str, list[str]] = {}  # feature tag -> folders it is suggested for
         self._counted: tuple[list[tuple[str, int]], dict[str, list[str]]] = ([], {})
         self._counted_state: tuple | None = None
+        self._scope_counts = (0, 0)
 
     def compose_body(self) -> ComposeResult:
         with Horizontal():
@@ -134,14 +137,19 @@ class TagsScreen(KazariScreen):
             )
         if self.rows:
             table.move_cursor(row=min(cursor, len(self.rows) - 1))
-        scope = "all folders" if self.scope is None else f"folder {self.scope}"
-        where = f" · images matching {self.where!r}" if self.where.strip() else ""
-        scope_line.update(
-            f"{scope}{where}: {len(images)} images, {len(freq)} tags · {len(self.selected)} selected · "
-            f"★ {len(self.suggested)} suggested (P prunes)"
-        )
+        self._scope_counts = (len(images), len(freq))
+        self._draw_scope()
         self._draw_info()
         self._draw_history()
+
+    def _draw_scope(self) -> None:
+        n_images, n_tags = self._scope_counts
+        scope = "all folders" if self.scope is None else f"folder {self.scope}"
+        where = f" · images matching {self.where!r}" if self.where.strip() else ""
+        self.query_one("#tg-scope", Static).update(
+            f"{scope}{where}: {n_images} images, {n_tags} tags · {len(self.selected)} selected · "
+            f"★ {len(self.suggested)} suggested (P prunes)"
+        )
 
     def _draw_info(self) -> None:
         ds = self.session.dataset
@@ -152,7 +160,36 @@ class TagsScreen(KazariScreen):
             info.append(f"{folder.name}: ×{folder.repeats}, trigger {trig}, {len(folder.images)} img\n")
         dirty = len(ds.dirty_keys)
         info.append(f"● {dirty} unsaved" if dirty else "all saved", style="bold")
+        info.append("\ncharacter profile (tagger keeps these out):\n", style="bold")
+        try:
+            profile = self._profile()
+        except UserError as err:
+            info.append(str(err), style="red")
+        else:
+            info.append(f" trigger {profile.trigger or '—'} (t)\n")
+            info.append(f" features: {', '.join(profile.features) or '—'} (f)\n")
+            info.append(f" never add: {', '.join(profile.never_add) or '—'} (n)")
         self.query_one("#tg-info", Static).update(info)
+
+    def _profile(self) -> Any:
+        from tagging.character import load_character
+
+        return load_character(self.session.require_dataset().root)
+
+    def _edit_profile(self, change: Any) -> None:
+        """Load, change (``change(profile) -> message``), save the profile; errors shown."""
+        from tagging.character import save_character
+
+        try:
+            profile = self._profile()
+            message = change(profile)
+            save_character(self.session.require_dataset().root, profile)
+        except UserError as err:
+            self.show_error(err)
+            return
+        if message:
+            self.notify(message)
+        self._draw_info()
 
     def _draw_history(self) -> None:
         ds = self.session.dataset
@@ -211,6 +248,7 @@ class TagsScreen(KazariScreen):
         table = self.query_one("#tg-table", DataTable)
         table.update_cell_at((table.cursor_row, 0), "●" if tag in self.selected else "")
         table.move_cursor(row=min(table.cursor_row + 1, len(self.rows) - 1))
+        self._draw_scope()  # the "N selected" count
 
     def action_clear_selection(self) -> None:
         self.selected.clear()
@@ -292,6 +330,7 @@ class TagsScreen(KazariScreen):
             for name in folders:
                 by_folder.setdefault(name, []).append(tag)
         changed = 0
+        pruned: list[str] = []
         for name, tags in sorted(by_folder.items()):
             keys = [img.key for img in ds.folder(name).images if allowed is None or img.key in allowed]
             try:
@@ -299,7 +338,14 @@ class TagsScreen(KazariScreen):
             except UserError as err:
                 self.show_error(err)
                 break
-        self.notify(f"pruned suggested features: {changed} image(s) changed (u undoes)")
+            pruned.extend(sorted(tags))
+        # Pruned features are the character's fixed features: the tagger must not write them back.
+        def record(profile: Any) -> None:
+            profile.add_features(pruned)
+
+        self._edit_profile(record)
+        self.notify(f"pruned suggested features: {changed} image(s) changed (u undoes); recorded in the "
+                    "character profile so the tagger keeps them out (f on a tag forgets one)")
         self.selected.clear()
         self.refresh_view()
         self.update_status()
@@ -322,6 +368,15 @@ class TagsScreen(KazariScreen):
                 return
             self._apply(op, self.target_keys())
 
+            def set_trigger(profile: Any) -> None:
+                profile.trigger = word.strip()
+
+            self._edit_profile(set_trigger)  # the tagger then keeps it first
+
+        try:
+            default = self._profile().trigger or default
+        except UserError:
+            pass
         self.app.push_screen(PromptScreen("Trigger word (put first in every caption):", default), answered)
 
     def action_repeats(self) -> None:
@@ -349,6 +404,36 @@ class TagsScreen(KazariScreen):
             self.update_status()
 
         self.app.push_screen(PromptScreen(f"Repeats for folder {folder.name}:", str(folder.repeats)), answered)
+
+    def action_toggle_feature(self) -> None:
+        """Record (or forget) the chosen tags as fixed features of the character."""
+        tags = self.chosen_tags()
+        if not tags or self.session.dataset is None:
+            return
+
+        def toggle(profile: Any) -> str:
+            gone = profile.remove_features(tags)
+            new = profile.add_features([t for t in tags if t not in gone])
+            return "; ".join(part for part in (
+                f"features recorded: {', '.join(new)} (prune them with d)" if new else "",
+                f"no longer features: {', '.join(gone)}" if gone else "") if part)
+
+        self._edit_profile(toggle)
+
+    def action_toggle_never(self) -> None:
+        """Put (or take) the chosen tags on the never-add list the tagger honours."""
+        tags = self.chosen_tags()
+        if not tags or self.session.dataset is None:
+            return
+
+        def toggle(profile: Any) -> str:
+            gone = profile.remove_never(tags)
+            new = profile.add_never([t for t in tags if t not in gone])
+            return "; ".join(part for part in (
+                f"never add: {', '.join(new)}" if new else "",
+                f"may be added again: {', '.join(gone)}" if gone else "") if part)
+
+        self._edit_profile(toggle)
 
     def action_cycle_scope(self) -> None:
         ds = self.session.dataset
