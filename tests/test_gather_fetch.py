@@ -1,0 +1,197 @@
+"""kazari fetch against a fake booru on 127.0.0.1: filters, faults, pacing, captions, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tagging.dataset import Dataset
+from tagging.gather.fakesite import FakeBooru, make_post, near_copy_png, noise_png
+from tagging.gather.fetch import FetchOptions, fetch
+from tagging.gather.http import HttpOptions
+from tagging.gather.sources import read_sources
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = HttpOptions(interval=0.1, retries=2, backoff=0.01, timeout=10)
+
+
+def sample_site(flavour: str = "danbooru") -> FakeBooru:
+    a, b, c, d = (noise_png(s) for s in (1, 2, 3, 4))
+    posts = [
+        make_post(110, a),
+        make_post(109, noise_png(9), file_url=None, large_file_url=None),  # restricted: no file_url
+        make_post(108, noise_png(8), is_deleted=True),
+        make_post(107, b, general="1girl solo smile"),
+        make_post(106, a),  # the same file posted twice (same md5)
+        make_post(105, near_copy_png(b)),  # a re-encoded copy of 107
+        make_post(104, noise_png(14)),  # served truncated
+        make_post(103, noise_png(13), meta="monochrome"),
+        make_post(102, c, rating="s"),
+        make_post(101, noise_png(11), rating="e"),
+        make_post(100, d),
+    ]
+    for p in posts:
+        if p.get("file_url") is None:
+            p.pop("file_url")  # the real API leaves the field out
+    images = {f"/data/{p['id']}.png": data for p, data in zip(
+        posts, [a, noise_png(9), noise_png(8), b, a, near_copy_png(b), noise_png(14), noise_png(13), c,
+                noise_png(11), d], strict=True)}
+    path = "/posts.json" if flavour == "danbooru" else "/index.php"
+    return FakeBooru(posts, images, flavour=flavour, fail_first={path: [429]}, truncate={"/data/104.png"})
+
+
+def options(base: str, **kw) -> FetchOptions:
+    base_kw = dict(tags=("uiharu_kazari",), base_url=base, limit=10, ratings=frozenset({"g", "s"}),
+                   exclude=("monochrome",), per_page=3)
+    base_kw.update(kw)
+    return FetchOptions(**base_kw)
+
+
+def test_fetch_danbooru_filters_faults_captions_and_sources(tmp_path):
+    into = tmp_path / "ds" / "2_kazari"
+    with sample_site() as site:
+        report = fetch(options(site.base_url), into, http=FAST)
+        log = list(site.log)
+    assert sorted(p.name for p in into.iterdir()) == sorted(
+        [f"danbooru_{i}.{e}" for i in (110, 107, 102, 100) for e in ("png", "txt")])
+    assert [a.post_id for a in report.saved] == [110, 107, 102, 100]
+    skipped = dict(report.skipped)
+    assert "file_url" in skipped[109] and "deleted" in skipped[108]
+    assert "monochrome" in skipped[103] and "rating e" in skipped[101]
+    assert dict(report.duplicates) == {106: "2_kazari/danbooru_110.png", 105: "2_kazari/danbooru_107.png"}
+    assert [i for i, _ in report.failed] == [104]
+    # Captions: the folder's trigger first, then character and general tags, underscores kept.
+    assert (into / "danbooru_110.txt").read_text() == "kazari, uiharu_kazari, 1girl, solo, hair_flower, smile\n"
+    assert (into / "danbooru_107.txt").read_text() == "kazari, uiharu_kazari, 1girl, solo, smile\n"
+    # One undoable edit through the dataset engine.
+    ds = Dataset.open(tmp_path / "ds")
+    assert "fetched from danbooru" in ds.history[-1].label
+    ds.undo()
+    ds.save()
+    assert (into / "danbooru_110.txt").read_text().strip() == ""
+    records = read_sources(tmp_path / "ds")
+    assert [r["post_id"] for r in records] == [110, 107, 102, 100]
+    assert records[0]["page_url"].endswith("/posts/110") and records[0]["file_url"].endswith("/data/110.png")
+    assert records[0]["source"] == "https://example.invalid/art/110"
+    # The 429 was retried (the same first page twice), paging was keyset, and the page past the
+    # end was asked for once.
+    api = [r for r in log if r.path == "/posts.json"]
+    assert "page" not in api[0].query and "page" not in api[1].query
+    assert [r.query.get("page") for r in api[2:]] == ["b108", "b105", "b102", "b100"]
+    # Pacing: no two requests started closer than the interval (arrival times at the server).
+    gaps = [b.at - a.at for a, b in zip(log, log[1:])]
+    assert min(gaps) >= FAST.interval * 0.8, gaps
+    assert len(log) == report.requests
+    assert all(r.headers.get("User-Agent", "").startswith("kazari/") for r in log)
+    # The truncated image was retried, then given up without leaving a file.
+    assert len([r for r in log if r.path == "/data/104.png"]) == FAST.retries + 1
+    assert not list(into.glob(".*"))
+
+
+def test_danbooru_two_tag_limit_filters_the_rest_client_side(tmp_path):
+    with sample_site() as site:
+        site.fail_first.clear()
+        report = fetch(options(site.base_url, tags=("uiharu_kazari", "solo", "hair_flower", "-smile"),
+                               ratings=None, exclude=()), tmp_path / "ds" / "2_kazari", http=FAST)
+        sent = [r.query["tags"] for r in site.requests_to("/posts.json")]
+    assert set(sent) == {"uiharu_kazari solo"}
+    # Every post has smile: all are filtered by the negated tag, none is fetched.
+    assert report.saved == [] and any("excluded tag smile" in r for _, r in report.skipped)
+    with sample_site() as site:
+        site.fail_first.clear()
+        report = fetch(options(site.base_url, tags=("uiharu_kazari", "solo", "hair_flower"), ratings=None,
+                               exclude=()), tmp_path / "ds2" / "2_kazari", http=FAST)
+    assert 107 not in [a.post_id for a in report.saved]  # 107 lacks hair_flower
+    assert "lacks hair_flower" in dict(report.skipped)[107]
+
+
+@pytest.mark.parametrize("flavour", ["gelbooru", "safebooru"])
+def test_gelbooru_family_with_credentials_never_stored(tmp_path, flavour):
+    env = {f"KAZARI_{flavour.upper()}_API_KEY": "sekrit-key", f"KAZARI_{flavour.upper()}_USER_ID": "4242"}
+    into = tmp_path / "ds" / "3_kazari"
+    with sample_site(flavour) as site:
+        report = fetch(options(site.base_url, site=flavour, ratings=None), into, http=FAST, env=env)
+        api = site.requests_to("/index.php")
+    assert [a.post_id for a in report.saved] == [110, 107, 102, 101, 100]
+    assert api[0].query["api_key"] == "sekrit-key" and [r.query["pid"] for r in api] == ["0", "0", "1", "2", "3"]
+    # No categories in this API: all tags go into the caption (sorted as the site sends them).
+    assert (into / f"{flavour}_110.txt").read_text().startswith("kazari, 1girl, hair_flower")
+    for path in (tmp_path / "ds").rglob("*"):
+        if path.is_file():
+            assert b"sekrit" not in path.read_bytes(), path
+
+
+def test_rerun_resumes_by_md5_and_limit_counts_existing(tmp_path):
+    into = tmp_path / "ds" / "2_kazari"
+    with sample_site() as site:
+        first = fetch(options(site.base_url, limit=2), into, http=FAST)
+        second = fetch(options(site.base_url, limit=3), into, http=FAST)
+        downloads = [r.path for r in site.log if r.path.startswith("/data/")]
+    assert [a.post_id for a in first.saved] == [110, 107]
+    assert second.existing == [110, 107] and [a.post_id for a in second.saved] == [102]
+    assert downloads.count("/data/110.png") == 1  # never downloaded twice
+    assert [r["post_id"] for r in read_sources(tmp_path / "ds")] == [110, 107, 102]
+
+
+def test_cancel_keeps_complete_files_and_captions(tmp_path):
+    into = tmp_path / "ds" / "2_kazari"
+    cancel = threading.Event()
+    with sample_site() as site:
+        site.fail_first.clear()
+        report = fetch(options(site.base_url), into, http=FAST, cancel=cancel,
+                       on_arrival=lambda a: cancel.set())
+    assert report.cancelled and [a.post_id for a in report.saved] == [110]
+    assert (into / "danbooru_110.txt").exists()
+
+
+def test_kill_mid_download_then_resume(tmp_path):
+    """SIGKILL while an image is being served: no half file; the re-run completes and captions all."""
+    into = tmp_path / "ds" / "2_kazari"
+    hold = threading.Event()
+    with sample_site() as site:
+        site.fail_first.clear()
+        site.holds["/data/102.png"] = hold
+        cmd = [sys.executable, "-m", "tui.cli", "fetch", "uiharu_kazari", "--base-url", site.base_url,
+               "--into", str(into), "--limit", "10", "--min-side", "0", "--exclude", "monochrome",
+               "--rating", "g,s", "--interval", "0.05", "--json"]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not site.requests_to("/data/102.png") and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.02)
+            assert site.requests_to("/data/102.png")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        hold.set()
+        names = sorted(p.name for p in into.iterdir())
+        assert names == ["danbooru_107.png", "danbooru_110.png"]  # complete files only, no temp files
+        report = fetch(options(site.base_url), into, http=FAST)
+    assert report.existing == [110, 107] and [a.post_id for a in report.saved] == [102, 100]
+    assert sorted(report.captioned) == [f"2_kazari/danbooru_{i}.png" for i in (100, 102, 107, 110)]
+    assert [r["post_id"] for r in read_sources(tmp_path / "ds")] == [110, 107, 102, 100]
+
+
+def test_cli_json_and_errors(tmp_path, capsys):
+    from tui.cli import main
+
+    with sample_site() as site:
+        site.fail_first.clear()
+        code = main(["fetch", "uiharu_kazari", "--base-url", site.base_url, "--into", str(tmp_path / "r" / "2_k"),
+                     "--limit", "1", "--min-side", "0", "--interval", "0.05", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["counts"]["saved"] == 1 and out["saved"][0]["tags"][0] == "k"
+    code = main(["fetch", "uiharu_kazari", "--base-url", "ftp://nowhere", "--into", str(tmp_path / "x")])
+    assert code == 2 and "--base-url" in capsys.readouterr().err
