@@ -21,7 +21,7 @@ def hf_offline() -> bool:
 
 
 def hub_files(repo: str, filenames: Sequence[str], *, name: str, hint: str,
-              cache_dir: Path | None = None, offline: Callable[[], bool] = hf_offline) -> list[Path]:
+              cache_dir: Path | None = None, offline: Callable[[], bool] | None = None) -> list[Path]:
     """Local paths of ``filenames`` from ``repo``: the cached snapshot if present, else downloaded.
 
     ``name`` is what the user typed (for messages); ``hint`` says how to get the files by hand.
@@ -40,7 +40,7 @@ def hub_files(repo: str, filenames: Sequence[str], *, name: str, hint: str,
         return fetch(local_only=True)  # cached: no network at all
     except Exception:
         pass
-    if offline():
+    if (offline or hf_offline)():
         raise UserError(f"Model {name!r} ({repo}) is not in the Hugging Face cache and downloads are "
                         "disabled (HF_HUB_OFFLINE is set).", hint=hint)
     try:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from tagging.errors import UserError
 
 # Order = order in `kazari --help`.
-COMMAND_MODULES = ("fetch", "dataset", "tag", "config", "train", "grid", "open", "demo")
+COMMAND_MODULES = ("fetch", "clean", "dataset", "tag", "config", "train", "grid", "open", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
