@@ -76,7 +76,8 @@ class CleanReport:
     cancelled: bool = False
     dry_run: bool = False
     change: Any = None
-    previews: dict[str, bytes] = field(default_factory=dict)  # key -> new file bytes (dry run: not written)
+    replacements: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # key -> (new name, bytes)
+    trash: list[str] = field(default_factory=list)  # keys that go (went) to the trash
 
 
 def _select(ds: Dataset, where: str | None, keys: Iterable[str] | None) -> list:
@@ -178,14 +179,21 @@ def clean_dataset(
                 report.small.append(item.key)
                 trash.append(item.key)
     items = [i for i in items if i.key not in set(trash)]
+    report.trash = trash
     if options.remove_bg or options.max_side:
-        replacements = _process(items, options, segmenter, report, on_progress, cancel)
-        if not options.dry_run and replacements:
-            report.change = ds.replace_images(replacements, _label(options, len(replacements)))
+        report.replacements = _process(items, options, segmenter, report, on_progress, cancel)
     if not options.dry_run:
-        for key in trash:
-            ds.trash(key)
+        apply_clean(ds, report, options)
     return report
+
+
+def apply_clean(ds: Dataset, report: CleanReport, options: CleanOptions) -> None:
+    """Write a computed clean: replacements as one undoable step, then the trash moves."""
+    if report.replacements:
+        report.change = ds.replace_images(report.replacements, _label(options, len(report.replacements)))
+    for key in report.trash:
+        ds.trash(key)
+    report.dry_run = False
 
 
 def _label(options: CleanOptions, n: int) -> str:
@@ -255,7 +263,6 @@ def _process(items, options: CleanOptions, segmenter: Segmenter | None, report: 
         elif payload is not None:
             report.changed[item.key] = what
             replacements[item.key] = payload
-            report.previews[item.key] = payload[1]
         done += 1
         if on_progress is not None:
             on_progress(CleanProgress(done, total, item.key))

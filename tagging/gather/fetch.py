@@ -90,6 +90,7 @@ class FetchReport:
     cancelled: bool = False
     requests: int = 0
     change: Any = None
+    pending_captions: dict[str, list[str]] = field(default_factory=dict)  # key -> caption tags
 
     @property
     def done(self) -> int:
@@ -188,8 +189,13 @@ def fetch(
     on_progress: Callable[[FetchProgress], None] | None = None,
     on_arrival: Callable[[Arrival], None] | None = None,
     cancel: threading.Event | None = None,
+    write: bool = True,
 ) -> FetchReport:
-    """Fetch up to ``options.limit`` images into ``into``; see the module docstring."""
+    """Fetch up to ``options.limit`` images into ``into``; see the module docstring.
+
+    ``write=False`` leaves the captions in ``report.pending_captions`` for the caller to write with
+    :func:`write_captions` on its own open dataset (the workbench does that on its UI thread).
+    """
     if options.caption not in CAPTION_MODES:
         raise UserError(f"--caption {options.caption!r} is not one of {', '.join(CAPTION_MODES)}.")
     if options.ratings and not options.ratings <= set(RATINGS):
@@ -301,8 +307,10 @@ def fetch(
     finally:
         report.requests = client.requests_made
         client.close()
-    if options.caption == "tags" and pending_captions:
-        report.change, report.captioned = write_captions(root, pending_captions, site.name)
+    if options.caption == "tags":
+        report.pending_captions = pending_captions
+        if write and pending_captions:
+            report.change, report.captioned = write_captions(Dataset.open(root), pending_captions, site.name)
     return report
 
 
@@ -315,11 +323,10 @@ def _near_duplicate(digest: Any, known: Iterable[tuple[str, Any]], distance: int
     return None
 
 
-def write_captions(root: Path, tags_by_key: dict[str, list[str]], site: str):
+def write_captions(ds: Dataset, tags_by_key: dict[str, list[str]], site: str):
     """Captions for fetched images as one undoable edit (saved at once) -> (change, keys)."""
     from tagging.edits import SetTags
 
-    ds = Dataset.open(root)
     present = {k: v for k, v in tags_by_key.items() if k in {i.key for i in ds.images}}
     if not present:
         return None, []
