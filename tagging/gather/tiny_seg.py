@@ -77,7 +77,7 @@ def build_random_model(path: Path, size: int, params: int = 100_000_000, seed: i
     width = 1024
     x = conv("b0", x, 512, width, 3, 1)
     per = 9 * width * width + width
-    for i in range(max(1, (params - total) // per)):
+    for i in range(max(1, round((params - total) / per))):
         x = conv(f"b{i + 1}", x, width, width, 3, 1)
     # 1x1 head, then back to full resolution.
     w = (rng.standard_normal((1, width, 1, 1), dtype=np.float32) * 0.01).astype(np.float32)
