@@ -199,3 +199,17 @@ def test_cli_clean_json(tmp_path, seg_model, capsys):
     capsys.readouterr()
     assert main(["clean", str(root), "--crop", "subject"]) == 2
     assert "--remove-bg" in capsys.readouterr().err
+
+
+def test_cancel_stops_after_the_current_batch_and_keeps_what_is_done(tmp_path, seg_model):
+    import threading
+
+    pictures = {f"{i}.png": subject_picture(box=(30 + i, 20, 70, 60)) for i in range(6)}
+    root = _dataset(tmp_path, pictures)
+    ds = Dataset.open(root)
+    cancel = threading.Event()
+    report = clean_dataset(ds, CleanOptions(remove_bg=True, batch_size=1, workers=1), Segmenter(seg_model),
+                           on_progress=lambda p: cancel.set(), cancel=cancel)
+    assert report.cancelled and report.changed and report.untouched
+    assert len(report.changed) + len(report.untouched) == 6
+    assert len(ds.history[-1].extra["files"]) == len(report.changed)  # what was done is one undo step

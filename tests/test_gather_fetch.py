@@ -195,3 +195,39 @@ def test_cli_json_and_errors(tmp_path, capsys):
     assert code == 0 and out["counts"]["saved"] == 1 and out["saved"][0]["tags"][0] == "k"
     code = main(["fetch", "uiharu_kazari", "--base-url", "ftp://nowhere", "--into", str(tmp_path / "x")])
     assert code == 2 and "--base-url" in capsys.readouterr().err
+
+
+def test_danbooru_basic_auth_goes_to_the_api_only(tmp_path):
+    env = {"KAZARI_DANBOORU_LOGIN": "me", "KAZARI_DANBOORU_API_KEY": "sekrit-key"}
+    with sample_site() as site:
+        site.fail_first.clear()
+        fetch(options(site.base_url, limit=1), tmp_path / "ds" / "2_kazari", http=FAST, env=env)
+        api, images = site.requests_to("/posts.json"), site.requests_to("/data/")
+    assert api and all(r.headers.get("Authorization", "").startswith("Basic ") for r in api)
+    assert images and not any("Authorization" in r.headers for r in images)
+    for path in (tmp_path / "ds").rglob("*"):
+        if path.is_file():
+            assert b"sekrit" not in path.read_bytes(), path
+
+
+def test_tag_limit_error_is_a_clear_user_error(tmp_path):
+    from tagging.gather.http import FetchError
+
+    with sample_site() as site:
+        site.fail_first.clear()
+        site.tag_limit = 1  # a stricter instance than kazari's two-tag assumption
+        with pytest.raises(FetchError, match="too many tags"):
+            fetch(options(site.base_url, tags=("uiharu_kazari", "solo")), tmp_path / "ds" / "2_k", http=FAST)
+
+
+def test_retries_exhausted_on_the_api_is_a_user_error_naming_no_secret(tmp_path):
+    from tagging.gather.http import FetchError
+
+    env = {"KAZARI_GELBOORU_API_KEY": "sekrit-key", "KAZARI_GELBOORU_USER_ID": "1"}
+    with sample_site("gelbooru") as site:
+        site.fail_first["/index.php"] = [503] * 10
+        with pytest.raises(FetchError) as err:
+            fetch(options(site.base_url, site="gelbooru"), tmp_path / "ds" / "2_k", http=FAST, env=env)
+        tries = len(site.requests_to("/index.php"))
+    assert "kept failing after 3 tries" in str(err.value) and "sekrit" not in str(err.value)
+    assert tries == FAST.retries + 1

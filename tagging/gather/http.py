@@ -73,8 +73,7 @@ class Client:
         self.options = options
         self.session = requests.Session()
         self.session.headers["User-Agent"] = options.user_agent
-        if auth is not None:
-            self.session.auth = auth
+        self.auth = auth  # sent to the API only, never to image hosts (CDNs)
         self.extra_params = dict(params or {})  # e.g. Gelbooru's api_key/user_id
         self.cancel = cancel or threading.Event()
         self._clock = clock
@@ -105,7 +104,8 @@ class Client:
         self._pace()
         merged = {**self.extra_params, **(params or {})} if api else None
         try:
-            resp = self.session.get(url, params=merged, timeout=self.options.timeout)
+            resp = self.session.get(url, params=merged, auth=self.auth if api else None,
+                                    timeout=self.options.timeout)
             body = resp.content  # reads the whole body; a short one raises or is caught below
         except requests.Timeout:
             raise TransientError("timed out") from None
