@@ -231,3 +231,35 @@ def test_retries_exhausted_on_the_api_is_a_user_error_naming_no_secret(tmp_path)
         tries = len(site.requests_to("/index.php"))
     assert "kept failing after 3 tries" in str(err.value) and "sekrit" not in str(err.value)
     assert tries == FAST.retries + 1
+
+
+def test_rerun_after_reject_and_clean_downloads_neither_again(tmp_path):
+    from tagging.gather.clean import CleanOptions, clean_dataset
+
+    into = tmp_path / "ds" / "2_kazari"
+    with sample_site() as site:
+        site.fail_first.clear()
+        fetch(options(site.base_url, limit=3), into, http=FAST)
+        ds = Dataset.open(tmp_path / "ds")
+        ds.trash("2_kazari/danbooru_107.png")  # rejected
+        clean_dataset(ds, CleanOptions(max_side=32), keys=["2_kazari/danbooru_110.png"])  # new md5 now
+        before = len(site.requests_to("/data/"))
+        again = fetch(options(site.base_url, limit=3), into, http=FAST)
+        downloads = [r.path for r in site.requests_to("/data/")][before:]
+    assert "/data/110.png" not in downloads and "/data/107.png" not in downloads
+    assert 110 in again.existing and "removed from the dataset earlier" in dict(again.skipped)[107]
+    # 105 is a near-copy of the rejected 107: it stays out too.
+    assert dict(again.duplicates)[105] == "2_kazari/danbooru_107.png (removed)"
+    assert [a.post_id for a in again.saved] == [100]
+
+
+def test_captions_follow_the_character_profile(tmp_path):
+    from tagging.character import CharacterProfile, save_character
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    save_character(root, CharacterProfile(trigger="uiharu", features=["hair_flower"], never_add=["solo"]))
+    with sample_site() as site:
+        site.fail_first.clear()
+        fetch(options(site.base_url, limit=1), root / "2_kazari", http=FAST)
+    assert (root / "2_kazari" / "danbooru_110.txt").read_text() == "uiharu, uiharu_kazari, 1girl, smile\n"

@@ -172,8 +172,24 @@ def _scan_folder(folder: Path) -> dict[str, tuple[str, Any]]:
     return out
 
 
-def _record(post: Post, key: str) -> dict[str, Any]:
+def _hash_hex(digest: Any) -> str:
+    import numpy as np
+
+    return "" if digest is None else np.packbits(np.asarray(digest, dtype=bool)).tobytes().hex()
+
+
+def _hash_from_hex(text: str) -> Any:
+    import numpy as np
+
+    try:
+        return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8)).astype(bool)
+    except ValueError:
+        return None
+
+
+def _record(post: Post, key: str, digest: Any = None) -> dict[str, Any]:
     return {
+        "phash": _hash_hex(digest),
         "key": key, "site": post.site, "post_id": post.id, "md5": post.md5, "file_url": post.file_url,
         "page_url": post.page_url, "source": post.source, "rating": post.rating,
         "artist": list(post.artist), "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -218,7 +234,14 @@ def fetch(
     known = _scan_folder(folder)
     at_start = set(known)
     counted: set[str] = set()  # files already there that a post has matched (each counts once)
-    recorded = {(r.get("site"), r.get("post_id")) for r in read_sources(root)}
+    records = read_sources(root)
+    recorded = {(r.get("site"), r.get("post_id")) for r in records}
+    # md5 -> key of every image fetched before: a cleaned image has a new md5, a rejected one is
+    # in the trash, and neither may be downloaded again.
+    earlier = {str(r["md5"]): str(r.get("key", "")) for r in records if r.get("md5")}
+    # Pictures rejected earlier still block their near-duplicates (their hash is in the record).
+    removed = [(str(r.get("key", "")) + " (removed)", _hash_from_hex(str(r.get("phash", ""))))
+               for r in records if r.get("phash") and _with_stem(root / str(r.get("key", ""))) is None]
     pending_captions: dict[str, list[str]] = {}
 
     def progress(note: str = "") -> None:
@@ -260,6 +283,18 @@ def fetch(
                                                          blocked=profile.blocks)
                 progress(f"already have {have}")
                 continue
+            if post.md5 and post.md5 in earlier:
+                present = _with_stem(root / earlier[post.md5])
+                if present is not None and post.md5 not in counted:
+                    counted.add(post.md5)
+                    report.existing.append(post.id)
+                    progress(f"already have {present.name}")
+                elif present is not None:
+                    report.duplicates.append((post.id, earlier[post.md5]))
+                else:
+                    report.skipped.append((post.id, "removed from the dataset earlier (trash); not fetched again"))
+                    progress()
+                continue
             try:
                 resp, body = client.get(post.file_url or "", api=False)
             except FetchError as err:
@@ -284,15 +319,15 @@ def fetch(
                 report.skipped.append((post.id, f"{w}x{h} is below --min-side {options.min_side}"))
                 progress()
                 continue
-            twin = _near_duplicate(digest, known.values(), options.near_duplicate_distance)
+            twin = _near_duplicate(digest, [*known.values(), *removed], options.near_duplicate_distance)
             if twin is not None:
-                report.duplicates.append((post.id, key_prefix + twin))
+                report.duplicates.append((post.id, twin if twin.endswith(" (removed)") else key_prefix + twin))
                 progress(f"near-duplicate of {twin}")
                 continue
             path = folder / name
             atomic_write_bytes(path, body)
             key = key_prefix + name
-            append_sources(root, [_record(post, key)])
+            append_sources(root, [_record(post, key, digest)])
             recorded.add((site.name, post.id))
             known[_md5(body)] = (name, digest)
             tags = caption_tags(post, trigger, copyright=options.copyright, blocked=profile.blocks)
@@ -312,6 +347,17 @@ def fetch(
         if write and pending_captions:
             report.change, report.captioned = write_captions(Dataset.open(root), pending_captions, site.name)
     return report
+
+
+def _with_stem(path: Path) -> Path | None:
+    """``path`` or an image with the same stem (a clean may turn .jpg into .png); None if gone."""
+    if path.is_file():
+        return path
+    for ext in IMAGE_EXTENSIONS:
+        other = path.with_suffix(ext)
+        if other.is_file():
+            return other
+    return None
 
 
 def _near_duplicate(digest: Any, known: Iterable[tuple[str, Any]], distance: int) -> str | None:
