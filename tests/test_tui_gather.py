@@ -54,6 +54,7 @@ def test_fetch_review_clean_undo(tmp_path: Path) -> None:
             assert [k.rsplit("/", 1)[1] for k in keys] == ["danbooru_30.png", "danbooru_20.png", "danbooru_10.png"]
             assert ds.image(keys[0]).tags[:2] == ["kazari", "uiharu_kazari"]
             assert ds.image(keys[0]).caption_path.read_text().startswith("kazari, uiharu_kazari")
+            assert "danbooru post 30 · kazari, uiharu_kazari" in screen.query_one("#ga-info").render().plain
             await pilot.press("a")  # accept the first: the cursor moves on
             await pilot.pause()
             assert keys[0] in screen.accepted

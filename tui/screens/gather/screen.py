@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Input, Label, ProgressBar, Static
 
 from tagging.errors import UserError
 from tui.screens.base import KazariScreen
-from tui.screens.gather.state import arrivals, before_after
+from tui.screens.gather.state import arrivals, before_after, describe
 from tui.session import LinkedEvent
 from tui.widgets.preview import ImagePreview
 
@@ -37,11 +37,13 @@ class GatherScreen(KazariScreen):
     GatherScreen #ga-limit { width: 6; }
     GatherScreen #ga-site-name { width: 16; }
     GatherScreen #ga-status { height: auto; padding: 0 1; }
+    GatherScreen #ga-info { height: 1; padding: 0 1; color: $text-muted; }
     GatherScreen ProgressBar { padding: 0 1; height: 1; }
     GatherScreen #ga-main { height: 1fr; }
     GatherScreen #ga-table { width: 34; }
     GatherScreen .pane { width: 1fr; }
-    GatherScreen .pane Label { width: 100%; text-align: center; color: $text-muted; }
+    GatherScreen .pane Label { dock: top; width: 100%; text-align: center; color: $text-muted; }
+    GatherScreen .pane ImagePreview { height: 1fr; overflow: hidden; }
     """
     BINDINGS = [
         Binding("ctrl+r", "fetch", "Fetch", id="ga-fetch"),
@@ -81,6 +83,7 @@ class GatherScreen(KazariScreen):
                 yield Input("anime-seg", id="ga-model", compact=True)
         yield ProgressBar(total=None, show_eta=False, id="ga-progress")
         yield Static("", id="ga-status")
+        yield Static("", id="ga-info")
         with Horizontal(id="ga-main"):
             yield DataTable(id="ga-table", cursor_type="row")
             with Vertical(classes="pane"):
@@ -139,10 +142,13 @@ class GatherScreen(KazariScreen):
         after = self.query_one("#ga-after", ImagePreview)
         key = self._selected()
         ds = self.session.dataset
+        info = self.query_one("#ga-info", Static)
         if key is None or ds is None:
             before.show(None)
             after.show(None)
+            info.update("")
             return
+        info.update(Text(describe(ds, key), no_wrap=True, overflow="ellipsis"))
         original, cleaned = before_after(ds, key)
         before.show(original)
         after.show(cleaned, note="not cleaned (b)")

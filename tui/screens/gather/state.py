@@ -41,3 +41,15 @@ def before_after(ds: Any, key: str) -> tuple[Path, Path | None]:
             if entry.get("new_key") == key and original.exists():
                 return original, item.path
     return item.path, None
+
+
+def describe(ds: Any, key: str) -> str:
+    """One line about an arrival: size, where it came from, its caption."""
+    item = ds.image(key)
+    w, h = item.size
+    post = ""
+    for record in read_sources(ds.root):
+        if current_key(ds, str(record.get("key", ""))) == key:
+            post = f" · {record.get('site', '?')} post {record.get('post_id', '?')}"
+    tags = ", ".join(item.tags) or "(no caption)"
+    return f"{item.name} · {w}x{h}{post} · {tags}"
