@@ -263,3 +263,27 @@ def test_captions_follow_the_character_profile(tmp_path):
         site.fail_first.clear()
         fetch(options(site.base_url, limit=1), root / "2_kazari", http=FAST)
     assert (root / "2_kazari" / "danbooru_110.txt").read_text() == "uiharu, uiharu_kazari, 1girl, smile\n"
+
+
+def test_backoff_doubles_between_retries_of_a_server_error(tmp_path):
+    slow = HttpOptions(interval=0.01, retries=3, backoff=0.15, timeout=10)
+    with sample_site() as site:
+        site.fail_first["/posts.json"] = [503, 502]
+        fetch(options(site.base_url, limit=1), tmp_path / "ds" / "2_k", http=slow)
+        first_page = [r for r in site.requests_to("/posts.json") if "page" not in r.query]
+    assert len(first_page) == 3
+    gaps = [b.at - a.at for a, b in zip(first_page, first_page[1:], strict=False)]
+    assert gaps[0] >= 0.15 * 0.9 and gaps[1] >= 0.30 * 0.9, gaps
+
+
+def test_gelbooru_family_post_fields():
+    from tagging.gather.boorus import Danbooru, Safebooru
+
+    site = Safebooru("http://127.0.0.1:9")
+    post = site.parse({"id": 5, "hash": "ABC", "directory": "12", "image": "x.jpeg", "width": 640, "height": 480,
+                       "rating": "safe", "tags": "a b", "status": "deleted"})
+    assert post.file_url == "http://127.0.0.1:9/images/12/x.jpeg" and post.ext == ".jpeg"
+    assert (post.md5, post.rating, post.general, post.deleted) == ("abc", "g", ("a", "b"), True)
+    dan = Danbooru("http://127.0.0.1:9").parse({"id": 7, "rating": "s", "is_banned": True,
+                                               "file_url": "https://cdn.example/o/7.png"})
+    assert dan.deleted and dan.file_url == "https://cdn.example/o/7.png" and dan.page_url.endswith("/posts/7")

@@ -46,6 +46,7 @@ def test_fetch_review_clean_undo(tmp_path: Path) -> None:
             screen.query_one("#ga-tags").value = "uiharu_kazari"
             screen.query_one("#ga-url").value = site.base_url
             screen.query_one("#ga-model").value = str(model)
+            screen.query_one("#ga-min").value = "0"  # the test pictures are tiny
             screen.query_one("#ga-table").focus()
             await pilot.press("ctrl+r")
             await wait_for_text(app, pilot, "fetched 3 new image(s)")

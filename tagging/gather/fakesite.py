@@ -100,7 +100,9 @@ class FakeBooru:
         if parts.path in self.holds:
             self.holds[parts.path].wait(30)
         if status is not None:
-            return _send(h, status, b'{"success": false}', "application/json", {"Retry-After": "0"})
+            # Only a 429 says how long to wait (as Danbooru does); other errors leave it to the client's backoff.
+            extra = {"Retry-After": "0"} if status == 429 else {}
+            return _send(h, status, b'{"success": false}', "application/json", extra)
         if parts.path == "/posts.json" and self.flavour == "danbooru":
             return self._danbooru(h, query)
         if parts.path == "/index.php" and self.flavour != "danbooru":

@@ -33,8 +33,10 @@ class GatherScreen(KazariScreen):
     GatherScreen #ga-form { height: auto; padding: 0 1; }
     GatherScreen .row { height: 1; }
     GatherScreen .row Label { width: 7; }
+    GatherScreen .row Label.after { width: auto; padding: 0 1; }
     GatherScreen .row Input { width: 1fr; border: none; height: 1; }
-    GatherScreen #ga-limit { width: 6; }
+    GatherScreen #ga-limit, GatherScreen #ga-min { width: 6; }
+    GatherScreen #ga-rating { width: 10; }
     GatherScreen #ga-site-name { width: 16; }
     GatherScreen #ga-status { height: auto; padding: 0 1; }
     GatherScreen #ga-info { height: 1; padding: 0 1; color: $text-muted; }
@@ -71,16 +73,20 @@ class GatherScreen(KazariScreen):
             with Horizontal(classes="row"):
                 yield Label("search")
                 yield Input("", placeholder="character tag, e.g. uiharu_kazari", id="ga-tags", compact=True)
-                yield Label(" limit")
+                yield Label("limit", classes="after")
                 yield Input("40", id="ga-limit", compact=True)
+                yield Label("min px", classes="after")
+                yield Input("512", id="ga-min", compact=True)
             with Horizontal(classes="row"):
                 yield Label("site")
                 yield Static("", id="ga-site-name")
-                yield Label(" url")
+                yield Label("url", classes="after")
                 yield Input("", placeholder="default site URL", id="ga-url", compact=True)
             with Horizontal(classes="row"):
                 yield Label("model")
                 yield Input("anime-seg", id="ga-model", compact=True)
+                yield Label("rating", classes="after")
+                yield Input("g,s", id="ga-rating", compact=True)
         yield ProgressBar(total=None, show_eta=False, id="ga-progress")
         yield Static("", id="ga-status")
         yield Static("", id="ga-info")
@@ -199,6 +205,10 @@ class GatherScreen(KazariScreen):
             limit_text = self.query_one("#ga-limit", Input).value.strip()
             if not limit_text.isdigit() or int(limit_text) < 1:
                 raise UserError(f"limit {limit_text!r} is not a whole number of at least 1.")
+            min_text = self.query_one("#ga-min", Input).value.strip() or "0"
+            if not min_text.isdigit():
+                raise UserError(f"min px {min_text!r} is not a whole number of pixels (0 keeps every size).")
+            ratings = frozenset(r.strip() for r in self.query_one("#ga-rating", Input).value.split(",") if r.strip())
             if ds.dirty_keys:
                 raise UserError("Save the caption edits first (s on the Tags screen): fetching re-reads the dataset.")
         except UserError as err:
@@ -206,7 +216,7 @@ class GatherScreen(KazariScreen):
             return
         url = self.query_one("#ga-url", Input).value.strip() or None
         options = FetchOptions(tags=tags, site=self.site, limit=int(limit_text), exclude=DEFAULT_EXCLUDE,
-                               base_url=url, min_side=0)
+                               base_url=url, min_side=int(min_text), ratings=ratings or None)
         into = self._into(ds, tags[0])
         cancel = self._start("fetch", f"searching {self.site} for {' '.join(tags)}…")
         http = self._http_options()
