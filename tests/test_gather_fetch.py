@@ -287,3 +287,21 @@ def test_gelbooru_family_post_fields():
     dan = Danbooru("http://127.0.0.1:9").parse({"id": 7, "rating": "s", "is_banned": True,
                                                "file_url": "https://cdn.example/o/7.png"})
     assert dan.deleted and dan.file_url == "https://cdn.example/o/7.png" and dan.page_url.endswith("/posts/7")
+
+
+def test_credentials_from_env_else_the_user_file(tmp_path):
+    from tagging.errors import UserError
+    from tagging.gather.boorus import credentials
+
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert credentials("danbooru", env) == (None, {})
+    (tmp_path / "kazari").mkdir()
+    (tmp_path / "kazari" / "credentials.toml").write_text(
+        '[danbooru]\nlogin = "me"\napi_key = "k1"\n[gelbooru]\napi_key = "k2"\nuser_id = "7"\n')
+    assert credentials("danbooru", env) == (("me", "k1"), {})
+    assert credentials("gelbooru", env) == (None, {"api_key": "k2", "user_id": "7"})
+    assert credentials("danbooru", {**env, "KAZARI_DANBOORU_LOGIN": "env", "KAZARI_DANBOORU_API_KEY": "k3"}) == (
+        ("env", "k3"), {})
+    (tmp_path / "kazari" / "credentials.toml").write_text("[danbooru\n")
+    with pytest.raises(UserError, match="credentials.toml"):
+        credentials("danbooru", env)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -195,16 +196,44 @@ def make_site(name: str, base_url: str | None = None, per_page: int | None = Non
     return classes[name](base_url, per_page)
 
 
-def credentials(site: str, env: Mapping[str, str] | None = None) -> tuple[tuple[str, str] | None, dict[str, str]]:
-    """(basic auth, extra query params) from environment variables; never stored anywhere.
+def credentials_file(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CONFIG_HOME/kazari/credentials.toml`` (default ``~/.config/kazari/credentials.toml``)."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".config")
+    return Path(base) / "kazari" / "credentials.toml"
 
-    Danbooru: KAZARI_DANBOORU_LOGIN + KAZARI_DANBOORU_API_KEY (HTTP basic auth).
-    Gelbooru/Safebooru: KAZARI_GELBOORU_API_KEY + KAZARI_GELBOORU_USER_ID (query parameters).
+
+def _from_file(site: str, env: Mapping[str, str]) -> dict[str, str]:
+    path = credentials_file(env)
+    try:
+        import tomlkit
+
+        table = tomlkit.parse(path.read_text(encoding="utf-8")).get(site, {})
+    except FileNotFoundError:
+        return {}
+    except Exception as err:  # noqa: BLE001 - a broken file is the user's to fix; say where
+        raise UserError(f"Cannot read the credentials file {path}: {str(err).splitlines()[0][:200]}.", path=path,
+                        hint=f"It holds one table per site, e.g. [{site}] with login/api_key (docs/gather.md).") from None
+    return {str(k): str(v) for k, v in dict(table).items()} if hasattr(table, "items") else {}
+
+
+def credentials(site: str, env: Mapping[str, str] | None = None) -> tuple[tuple[str, str] | None, dict[str, str]]:
+    """(basic auth, extra query params) from environment variables, else the user's credentials file.
+
+    Danbooru: KAZARI_DANBOORU_LOGIN + KAZARI_DANBOORU_API_KEY (HTTP basic auth), or ``[danbooru]
+    login/api_key``. Gelbooru/Safebooru: KAZARI_GELBOORU_API_KEY + KAZARI_GELBOORU_USER_ID (query
+    parameters), or ``[gelbooru] api_key/user_id``. Never written anywhere.
     """
     env = os.environ if env is None else env
-    if site == "danbooru":
-        login, key = env.get("KAZARI_DANBOORU_LOGIN", ""), env.get("KAZARI_DANBOORU_API_KEY", "")
-        return ((login, key) if login and key else None), {}
     prefix = f"KAZARI_{site.upper()}_"
+    if site == "danbooru":
+        login, key = env.get(prefix + "LOGIN", ""), env.get(prefix + "API_KEY", "")
+        if not (login and key):
+            stored = _from_file(site, env)
+            login, key = stored.get("login", ""), stored.get("api_key", "")
+        return ((login, key) if login and key else None), {}
     key, user = env.get(prefix + "API_KEY", ""), env.get(prefix + "USER_ID", "")
+    if not (key and user):
+        stored = _from_file(site, env)
+        key, user = stored.get("api_key", ""), stored.get("user_id", "")
     return None, ({"api_key": key, "user_id": user} if key and user else {})

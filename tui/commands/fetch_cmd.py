@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="download a character's images and tags from Danbooru/Gelbooru/Safebooru",
         description="Fetch images of a character from a booru with their tags into a kohya folder "
         "(see docs/gather.md). Credentials come from KAZARI_DANBOORU_LOGIN/KAZARI_DANBOORU_API_KEY or "
-        "KAZARI_GELBOORU_API_KEY/KAZARI_GELBOORU_USER_ID and are never written anywhere.",
+        "KAZARI_GELBOORU_API_KEY/KAZARI_GELBOORU_USER_ID, else ~/.config/kazari/credentials.toml, and "
+        "are never written anywhere.",
     )
     p.add_argument("tags", nargs="+", metavar="TAG", help="search tags, e.g. uiharu_kazari (-tag excludes)")
     p.add_argument("--site", choices=SITES, default="danbooru", help="which site software (default danbooru)")
