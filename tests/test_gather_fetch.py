@@ -305,3 +305,23 @@ def test_credentials_from_env_else_the_user_file(tmp_path):
     (tmp_path / "kazari" / "credentials.toml").write_text("[danbooru\n")
     with pytest.raises(UserError, match="credentials.toml"):
         credentials("danbooru", env)
+
+
+def test_site_failure_midway_keeps_and_captions_what_arrived(tmp_path):
+    from tagging.gather.http import FetchError
+
+    into = tmp_path / "ds" / "2_kazari"
+    with sample_site() as site:
+        site.fail_first.clear()
+        original = site._danbooru
+
+        def second_page_down(h, q):  # page 2 is served, every request after it fails
+            if q.get("page"):
+                site.fail_first["/posts.json"] = [503] * 10
+            return original(h, q)
+
+        site._danbooru = second_page_down
+        with pytest.raises(FetchError) as err:
+            fetch(options(site.base_url), into, http=FAST)
+    assert [a.post_id for a in err.value.report.saved] == [110, 107]
+    assert (into / "danbooru_107.txt").read_text().startswith("kazari, uiharu_kazari")

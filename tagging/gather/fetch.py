@@ -251,6 +251,7 @@ def fetch(
     auth, params = credentials(site.name, env)
     client = Client(http, auth=auth, params=params, cancel=cancel)
     seen = 0
+    error: FetchError | None = None
     try:
         progress("searching")
         for post in site.posts(client, options.include, options.excluded):
@@ -339,6 +340,8 @@ def fetch(
             progress(f"saved {name}")
     except Cancelled:
         report.cancelled = True
+    except FetchError as err:  # the site stopped answering: caption what arrived, then say so
+        error = err
     finally:
         report.requests = client.requests_made
         client.close()
@@ -346,6 +349,9 @@ def fetch(
         report.pending_captions = pending_captions
         if write and pending_captions:
             report.change, report.captioned = write_captions(Dataset.open(root), pending_captions, site.name)
+    if error is not None:
+        error.report = report  # type: ignore[attr-defined] - what was saved before the failure
+        raise error
     return report
 
 

@@ -243,8 +243,11 @@ class GatherScreen(KazariScreen):
         self._stop()
         if isinstance(report, BaseException):
             self.show_error(report)
-            self.refresh_view()
-            return
+            partial = getattr(report, "report", None)  # a site failure after some images arrived
+            if partial is None:
+                self.refresh_view()
+                return
+            report = partial
         ds = self.session.dataset
         ds.reload()  # the new image files
         if report.pending_captions:
