@@ -99,9 +99,11 @@ def decode_caption_bytes(data: bytes, path: Path | str) -> str:
 
 def read_caption_file(path: Path | str) -> list[str]:
     """Read and parse one caption file (used at training time). Missing file -> DatasetError."""
+    from tagging.safe_io import read_regular_bytes
+
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular_bytes(path)  # a FIFO must not block a training run
     except OSError as err:
         raise DatasetError(
             f"Cannot read caption file {path}: {err.strerror or err}.",

@@ -4,6 +4,10 @@
 lazily from headers). Edits change tags in memory as recorded, undoable ``Change`` steps;
 ``save`` writes only the changed captions, atomically, after keeping each file's original
 under ``.kazari/originals/`` and refusing to clobber a caption edited on disk meanwhile.
+
+Writers hold the dataset lock (``.kazari/lock``, see ``tagging.lockfile``) for every write, and
+a caption save is a write-ahead transaction (see ``tagging.history``): a kill at any moment
+leaves captions and history that agree once the dataset is opened again.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,8 @@ from tagging.atomic import atomic_write_bytes, atomic_write_many
 from tagging.edits import Change, TagOp
 from tagging.errors import ConflictError, DatasetError, UserError
 from tagging.history import History
+from tagging.lockfile import dataset_lock, try_hold
+from tagging.safe_io import NotRegularFile, read_regular_bytes
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 # Image types sd-scripts does not read without extra plugins: reported, not silently ignored.
@@ -30,6 +37,22 @@ UNSUPPORTED_IMAGE_EXTENSIONS = frozenset({".gif", ".avif", ".jxl", ".tif", ".tif
 STATE_DIR = ".kazari"
 REG_PREFIX = "@reg/"
 _NATURAL = re.compile(r"(\d+)")
+# A caption extension is one dot and a plain word (".txt", ".caption", ".tags.txt"): never a path.
+_CAPTION_EXT = re.compile(r"^\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+# Temp files of tagging.atomic (mkstemp: ".<name>.<8 random chars>.tmp").
+_OUR_TEMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+# A temp file is only removed when no kazari writer holds the dataset lock (so no save of ours is
+# in flight) AND it is this old: an atomic write stages and renames within seconds, so a minute
+# also spares the temp file of another program (or host) that writes the same pattern right now.
+STALE_TEMP_S = 60.0
+# Test hook: called with a phase name at each step of a caption save ("originals", "intent",
+# "captions", "committed"); the reliability harness kills the process there.
+_phase_hook: Callable[[str], None] | None = None
+
+
+def _phase(name: str) -> None:
+    if _phase_hook is not None:
+        _phase_hook(name)
 
 
 def _natural_key(name: str) -> list[object]:
@@ -77,6 +100,7 @@ class ImageItem:
     __slots__ = (
         "key", "name", "caption_name", "folder", "tags", "caption_error", "caption_exists",
         "_disk_tags", "_disk_digest", "_newline", "_size", "has_bom", "_path", "_caption_path",
+        "caption_error_code", "_size_error",
     )
 
     def __init__(self, key: str, path: Path | str, caption_path: Path | str, folder: Folder) -> None:
@@ -89,6 +113,8 @@ class ImageItem:
         self.folder = folder
         self.tags: list[str] = []
         self.caption_error: str | None = None  # non-UTF-8, binary, unreadable: item is read-only
+        self.caption_error_code: str | None = None  # the lint code for caption_error
+        self._size_error: str | None = None
         self.caption_exists = False
         self.has_bom = False
         self._disk_tags: list[str] = []
@@ -131,25 +157,44 @@ class ImageItem:
     def size(self) -> tuple[int, int]:
         """(width, height) from the file header (no decode); (0, 0) if the header is unreadable."""
         if self._size is None:
-            self._size = read_image_size(self.path) or (0, 0)
+            size, self._size_error = probe_image(self.path)
+            self._size = size or (0, 0)
         return self._size
+
+    @property
+    def size_error(self) -> str | None:
+        """Why the header could not be read (None when ``size`` is known); reads the header."""
+        self.size  # noqa: B018 - fills the cache
+        return self._size_error
 
     def load_caption(self) -> None:
         """(Re)read the caption from disk; problems are stored in ``caption_error``."""
         self.caption_error = None
+        self.caption_error_code = None
         self.has_bom = False
         cap = os.path.join(self.folder.path, self.caption_name)
         try:
-            with open(cap, "rb") as fh:
-                data = fh.read()
+            data = read_regular_bytes(cap)  # a FIFO or device must never block the scan
         except FileNotFoundError:
             self.caption_exists = False
             self._disk_digest = None
             self._disk_tags = []
             self.tags = []
             return
+        except NotRegularFile as err:
+            self.caption_exists = True
+            self.caption_error_code = "caption-not-file"
+            self.caption_error = (
+                f"{self.caption_path} {err.strerror}; it is not read as a caption and nothing is written "
+                f"to it. Replace it with a plain-text caption file or move it out of the dataset."
+            )
+            self._disk_digest = None
+            self._disk_tags = []
+            self.tags = []
+            return
         except OSError as err:
             self.caption_exists = True
+            self.caption_error_code = "caption-unreadable"
             self.caption_error = f"cannot read {self.caption_path}: {err.strerror or err}"
             self._disk_digest = None
             self._disk_tags = []
@@ -161,6 +206,7 @@ class ImageItem:
             text = captions.decode_caption_bytes(data, cap)
         except DatasetError as err:
             self.caption_error = str(err)
+            self.caption_error_code = "caption-encoding"
             self._disk_tags = []
             self.tags = []
             return
@@ -176,13 +222,44 @@ class ImageItem:
 
 def read_image_size(path: Path) -> tuple[int, int] | None:
     """Width and height from the image header only (PIL opens lazily)."""
+    return probe_image(path)[0]
+
+
+def probe_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """(size, None) from the header, or (None, why) for a header that cannot be used."""
+    import warnings
+
     from PIL import Image
 
+    from tagging.safe_io import regular_file_problem
+
+    kind = regular_file_problem(path)
+    if kind is not None:  # PIL would block forever on a FIFO
+        return None, f"it is {kind}, not an image file"
     try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception:  # noqa: BLE001 - any unreadable header is reported by lint, not here
-        return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as err:
+        return None, f"its header claims a decompression-bomb size ({err})"
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for junk files
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            return None, "it is empty (0 bytes)"
+        return None, f"its header cannot be read ({err})"
+    if w <= 0 or h <= 0:
+        return None, f"its header gives a size of {w}x{h}"
+    return (w, h), None
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """An image that cannot be trained on as it is, and why (``code`` is a lint code)."""
+
+    key: str
+    path: Path
+    reason: str
+    code: str
 
 
 @dataclass
@@ -213,30 +290,53 @@ class Dataset:
         self._index: dict[str, ImageItem] = {}
         self._dirty: set[str] = set()
         self.history_log = History(self.state_dir / "history.jsonl", on_warning=self.warnings.append)
+        self._temp_candidates: list[Path] = []
+        # Seconds a write waits for another writer's lock (None: KAZARI_LOCK_WAIT or 5 s). The TUI
+        # uses a short wait: a save on the UI thread must not freeze it for long.
+        self.lock_wait: float | None = None
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
     def open(cls, root: Path | str, caption_ext: str = ".txt", reg_root: Path | str | None = None) -> Dataset:
         """Scan ``root`` (and ``reg_root``); raises DatasetError for a missing/unreadable root."""
+        ext = check_caption_ext(caption_ext)
         root_path = _check_root(Path(root).expanduser(), "Dataset folder")
         reg_path = _check_root(Path(reg_root).expanduser(), "Regularisation folder") if reg_root else None
-        ext = caption_ext if caption_ext.startswith(".") else "." + caption_ext
-        if ext in IMAGE_EXTENSIONS or len(ext) < 2:
-            raise DatasetError(f"Caption extension {caption_ext!r} is not usable; use e.g. '.txt' or '.caption'.")
         ds = cls(root_path, ext, reg_path)
+        ds._recover()
         ds._scan()
+        ds._clean_stale_temps()
         return ds
+
+    @classmethod
+    @contextlib.contextmanager
+    def locked(cls, root: Path | str, caption_ext: str = ".txt", reg_root: Path | str | None = None,
+               *, wait: float | None = None) -> Iterator[Dataset]:
+        """Open the dataset holding its write lock for the whole ``with`` block (load, edit, save).
+
+        A second writer waits up to ``wait`` seconds (default 5, ``KAZARI_LOCK_WAIT``) and then
+        raises ``LockBusy`` naming the holder; nothing has been read or written by then.
+        """
+        check_caption_ext(caption_ext)
+        root_path = _check_root(Path(root).expanduser(), "Dataset folder")
+        with dataset_lock(root_path, wait=wait):
+            yield cls.open(root_path, caption_ext, reg_root)
+
+    def write_lock(self, wait: float | None = None) -> contextlib.AbstractContextManager[object]:
+        """Hold the dataset's one-writer lock (nests with ``Dataset.locked``)."""
+        return dataset_lock(self.root, wait=self.lock_wait if wait is None else wait)
 
     @property
     def state_dir(self) -> Path:
         return self.root / STATE_DIR
 
     def _scan(self) -> None:
-        self.folders, skipped = _scan_root(self.root, self.caption_ext, is_reg=False)
+        temps = self._temp_candidates = []
+        self.folders, skipped = _scan_root(self.root, self.caption_ext, is_reg=False, temps=temps)
         self.skipped = skipped
         self.reg_folders = []
         if self.reg_root is not None:
-            self.reg_folders, reg_skipped = _scan_root(self.reg_root, self.caption_ext, is_reg=True)
+            self.reg_folders, reg_skipped = _scan_root(self.reg_root, self.caption_ext, is_reg=True, temps=temps)
             self.skipped.extend(reg_skipped)
         for folder in (*self.folders, *self.reg_folders):
             parsed = parse_folder_name(folder.path.name) if folder.plain else None
@@ -263,6 +363,137 @@ class Dataset:
     def reload(self) -> None:
         """Re-read everything from disk, discarding unsaved edits (the history is kept)."""
         self._scan()
+
+    # ---- crash recovery -------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Complete or roll back a caption save that a crash interrupted (its intent file is left).
+
+        Only with the lock free (or held by us): an intent while another process holds the lock
+        is that process's save in flight. The choice: if any caption already holds its new text,
+        the save had started renaming, so it is completed (the remaining captions written, the
+        history appended) - the disk already shows part of the edit and completing it keeps it
+        undoable. If none does, nothing of it reached the captions: it is rolled back (dropped).
+        A caption that holds neither text was changed by someone since; it is left alone.
+        """
+        log = self.history_log
+        if not log.intent_path.exists():
+            return
+        try:
+            with try_hold(self.state_dir / "lock", f"The dataset {self.root}") as held:
+                if held is None:
+                    return
+                record = log.read_intent()
+                if record is None:
+                    return
+                self._apply_intent(record)
+        except (OSError, UserError) as err:
+            self.warnings.append(
+                f"An interrupted save in {self.root} could not be recovered now "
+                f"({getattr(err, 'strerror', None) or err}); it is retried when the dataset is opened again."
+            )
+
+    def _apply_intent(self, record: dict) -> None:
+        log = self.history_log
+        if record.get("damaged"):
+            self.warnings.append(f"{log.intent_path} is damaged and was ignored (moved aside).")
+            os.replace(log.intent_path, log.intent_path.with_suffix(".damaged"))
+            return
+        log._ensure()  # noqa: SLF001 - the txn set comes from the log
+        if record["txn"] in log.txns:  # killed after the history append, before deleting the intent
+            log.drop_intent()
+            return
+        states = []
+        mids = record.get("mids", {})
+        for stored, old, new in record["files"]:
+            path = self.root / stored if not os.path.isabs(stored) else Path(stored)
+            old_b = None if old is None else old.encode("utf-8", "surrogateescape")
+            new_b = new.encode("utf-8", "surrogateescape")
+            try:
+                current: bytes | None = read_regular_bytes(path)
+            except FileNotFoundError:
+                current = None
+            except OSError:
+                current = b"\0unreadable"
+            earlier = [t.encode("utf-8", "surrogateescape") for t in mids.get(stored, [])]
+            state = "new" if current == new_b else ("old" if current == old_b or current in earlier else "other")
+            states.append((path, new_b, state))
+        others = [str(p) for p, _, st in states if st == "other"]
+        note = (f" {len(others)} caption(s) changed since were left alone: {', '.join(others[:5])}."
+                if others else "")
+        label = _intent_label(record)
+        # "started": an earlier save of this session wrote its captions but could not log them.
+        if record.get("started") or any(st == "new" for _, _, st in states):
+            todo = [(p, b) for p, b, st in states if st == "old"]
+            if todo:
+                atomic_write_many(todo)
+            log.commit_recovered(record)
+            self.warnings.append(
+                f"The previous save ({label}) was interrupted after {len(states) - len(todo) - len(others)} of "
+                f"{len(states)} caption(s); kazari completed it and recorded it in the history, so it can be "
+                f"undone.{note}"
+            )
+        else:
+            log.drop_intent()
+            self.warnings.append(
+                f"The previous save ({label}) was interrupted before any caption was written; kazari rolled it "
+                f"back: captions and history are as before it.{note}"
+            )
+
+    def _clean_stale_temps(self) -> None:
+        """Remove temp files our atomic writes left behind when killed (see STALE_TEMP_S)."""
+        candidates = list(self._temp_candidates)
+        originals = self._originals_dir
+        if originals.is_dir():
+            for folder, _dirs, files in os.walk(originals):
+                candidates.extend(Path(folder) / f for f in files if _OUR_TEMP.match(f))
+        if self.state_dir.is_dir():
+            candidates.extend(p for p in _list_dir_names(self.state_dir) if _OUR_TEMP.match(p.name))
+        self._temp_candidates = []
+        if not candidates:
+            return
+        now = time.time()
+        stale = []
+        for path in candidates:
+            try:
+                if now - path.lstat().st_mtime >= STALE_TEMP_S:
+                    stale.append(path)
+            except OSError:
+                continue
+        if not stale:
+            return
+        removed = 0
+        try:
+            with try_hold(self.state_dir / "lock", f"The dataset {self.root}") as held:
+                if held is None:
+                    return  # a writer is active: its temp files may be in use
+                for path in stale:
+                    with contextlib.suppress(OSError):
+                        path.unlink()  # partial copies of a write never committed: not user data
+                        removed += 1
+        except UserError:
+            return  # a read-only dataset: nothing can be cleaned (or was written by us)
+        if removed:
+            self.warnings.append(
+                f"Removed {removed} temporary file(s) left by an interrupted save (e.g. {stale[0].name}); "
+                "the captions themselves are complete."
+            )
+
+    def unusable_images(self) -> list[Unusable]:
+        """Training and regularisation images that cannot be used as they are, with the reason.
+
+        Reads each image header (cached). The trainer warns with these; lint reports the same.
+        Covers: a header that cannot be read (empty, garbage, decompression-bomb size), and a
+        caption that is not a readable regular file (a folder, FIFO...) or cannot be decoded.
+        """
+        out: list[Unusable] = []
+        for item in self._all_items():
+            if item.size_error is not None:
+                out.append(Unusable(item.key, item.path, f"{item.path}: {item.size_error}; it cannot be "
+                                    "trained on. Re-export it as PNG or trash it.", "image-unreadable"))
+            if item.caption_error is not None:
+                out.append(Unusable(item.key, item.caption_path, item.caption_error,
+                                    item.caption_error_code or "caption-unreadable"))
+        return out
 
     # ---- lookup -------------------------------------------------------------------------------
     def image(self, key: str) -> ImageItem:
@@ -370,23 +601,26 @@ class Dataset:
             change.extra["skipped"] = skipped
         elif change.kind == "repeats":
             old, new = change.extra["old"], change.extra["new"]
-            self._rename_folder(*((old, new) if forward else (new, old)), is_reg=bool(change.extra.get("reg")))
-            self.history_log.flush()
+            with self.write_lock():
+                self._rename_folder(*((old, new) if forward else (new, old)), is_reg=bool(change.extra.get("reg")))
+                self.history_log.flush()
         elif change.kind == "trash":
-            if forward:
-                self._trash_item(self.image(change.extra["key"]), change)
-            else:
-                self._restore_item(change)
-            self.history_log.flush()
+            with self.write_lock():
+                if forward:
+                    self._trash_item(self.image(change.extra["key"]), change)
+                else:
+                    self._restore_item(change)
+                self.history_log.flush()
         elif change.kind == "images":
             entries = change.extra["files"]
-            for entry in (entries if forward else reversed(entries)):
-                if forward:
-                    self._redo_replace(entry, change.id)
-                else:
-                    self._undo_replace(entry, change.id)
-            self._reindex()
-            self.history_log.flush()
+            with self.write_lock():
+                for entry in (entries if forward else reversed(entries)):
+                    if forward:
+                        self._redo_replace(entry, change.id)
+                    else:
+                        self._undo_replace(entry, change.id)
+                self._reindex()
+                self.history_log.flush()
 
     # ---- structural edits (take effect on disk at once) ---------------------------------------
     def set_repeats(self, folder_name: str, repeats: int) -> Change:
@@ -410,9 +644,10 @@ class Dataset:
             label=f"repeats {folder.name} -> {new_name}", kind="repeats",
             extra={"old": folder.name, "new": new_name, "reg": folder.is_reg},
         )
-        self._rename_folder(folder.name, new_name, folder.is_reg)
-        self.history_log.record(change)
-        self.history_log.flush()
+        with self.write_lock():
+            self._rename_folder(folder.name, new_name, folder.is_reg)
+            self.history_log.record(change)
+            self.history_log.flush()
         return change
 
     def _rename_folder(self, old: str, new: str, is_reg: bool = False) -> None:
@@ -444,9 +679,10 @@ class Dataset:
         """Move an image and its caption to ``.kazari/trash/`` (undoable; nothing is deleted)."""
         item = self.image(key)
         change = Change(label=f"trash {key}", kind="trash", extra={"key": key})
-        self._trash_item(item, change)
-        self.history_log.record(change)
-        self.history_log.flush()
+        with self.write_lock():
+            self._trash_item(item, change)
+            self.history_log.record(change)
+            self.history_log.flush()
         return change
 
     def _trash_item(self, item: ImageItem, change: Change) -> None:
@@ -512,6 +748,10 @@ class Dataset:
         ``.kazari/originals/images/`` before the new file is written atomically; undo puts the
         originals back and keeps the replaced files in the trash (redo uses them).
         """
+        with self.write_lock():
+            return self._replace_images(new_files, label)
+
+    def _replace_images(self, new_files: Mapping[str, tuple[str, bytes]], label: str) -> Change:
         entries: list[dict[str, Any]] = []
         change = Change(label=label, kind="images", extra={"files": entries})
         for key, (new_name, data) in new_files.items():
@@ -609,14 +849,30 @@ class Dataset:
                 out.append(key)
         return out
 
+    def read_only_items(self, keys: Iterable[str] | None = None) -> list[ImageItem]:
+        """Selected images (None: all training images) whose caption edits skip: ``caption_error`` says why."""
+        items = self.images if keys is None else [self.image(k) for k in keys]
+        return [item for item in items if item.caption_error is not None]
+
     def save(self, force: bool = False) -> SaveReport:
-        """Write changed captions atomically; keep originals first; refuse on-disk conflicts."""
+        """Write changed captions atomically; keep originals first; refuse on-disk conflicts.
+
+        Holds the dataset lock throughout, so the conflict check and the writes see the same disk
+        (LockBusy if another writer keeps it). The writes are one write-ahead transaction: the
+        intent (old and new text of every caption, and the history events) is durable before the
+        first caption changes, and the history records it after the last one.
+        """
+        with self.write_lock():
+            return self._save_locked(force)
+
+    def _save_locked(self, force: bool) -> SaveReport:
         dirty = self.dirty_keys
         report = SaveReport()
         if not dirty:
             self.history_log.flush()
             return report
-        conflicts = self.conflicts(dirty)
+        current = {k: _read_or_none(self._index[k].caption_path) for k in dirty}
+        conflicts = [k for k in dirty if _digest(current[k]) != self._index[k]._disk_digest]
         if conflicts and not force:
             shown = ", ".join(str(self._index[k].caption_path) for k in conflicts[:5])
             more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
@@ -631,10 +887,15 @@ class Dataset:
             raise err
         report.overwritten_conflicts = conflicts
         items = [self._index[k] for k in dirty]
-        payload = [(item.caption_path, item.caption_bytes()) for item in items]
+        payload = [(_write_target(item.caption_path), item.caption_bytes()) for item in items]
         try:
-            self._keep_originals(items, report)
+            self._keep_originals(items, report, current)
+            _phase("originals")
+            txn = self._write_intent([(path, current[item.key], data) for item, (path, data)
+                                      in zip(items, payload, strict=True)])
+            _phase("intent")
             atomic_write_many(payload)
+            _phase("captions")
         except OSError as err:
             raise UserError(
                 f"Saving captions failed ({err.strerror or err}: {getattr(err, 'filename', '')}); "
@@ -648,10 +909,26 @@ class Dataset:
             item.has_bom = False
             report.written.append(item.key)
         self._dirty.clear()
-        self.history_log.flush()
+        self.history_log.flush(txn)
+        _phase("committed")
         return report
 
-    def _keep_originals(self, items: Sequence[ImageItem], report: SaveReport) -> None:
+    def _write_intent(self, files: list[tuple[Path, bytes | None, bytes]]) -> str:
+        def stored(path: Path) -> str:
+            try:
+                return path.relative_to(self.root).as_posix()
+            except ValueError:
+                return str(path)  # a reg root elsewhere, or a symlink target outside
+
+        def text(data: bytes) -> str:
+            return data.decode("utf-8", "surrogateescape")
+
+        return self.history_log.write_intent(
+            [(stored(p), None if old is None else text(old), text(new)) for p, old, new in files]
+        )
+
+    def _keep_originals(self, items: Sequence[ImageItem], report: SaveReport,
+                        current: dict[str, bytes | None] | None = None) -> None:
         writes: list[tuple[Path, bytes]] = []
         for item in items:
             orig = self._original_path(item)
@@ -659,7 +936,7 @@ class Dataset:
             if orig.exists() or absent.exists():
                 continue
             orig.parent.mkdir(parents=True, exist_ok=True)
-            data = _read_or_none(item.caption_path)
+            data = current[item.key] if current is not None else _read_or_none(item.caption_path)
             # A marker says "there was no caption": revert then moves the created one to the trash.
             writes.append((absent, b"") if data is None else (orig, data))
             report.originals_kept.append(item.key)
@@ -673,6 +950,10 @@ class Dataset:
         that is overwritten is first copied to ``.kazari/trash/before-revert/`` (revert clears the
         undo history, so this copy is the only way back to hand edits made since).
         """
+        with self.write_lock():
+            return self._revert_locked()
+
+    def _revert_locked(self) -> RevertReport:
         report = RevertReport()
         writes: list[tuple[Path, bytes]] = []
         backups: list[tuple[Path, bytes]] = []
@@ -688,7 +969,7 @@ class Dataset:
                 data = orig.read_bytes()
                 current = _read_or_none(item.caption_path)
                 if current != data:
-                    writes.append((item.caption_path, data))
+                    writes.append((_write_target(item.caption_path), data, current))
                     report.restored.append(item.key)
                     if current is not None:
                         rel = _relative_key(item.key, item.caption_path.name)
@@ -699,9 +980,13 @@ class Dataset:
                 for backup, _ in backups:
                     backup.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_many(backups)  # the copies are safe on disk before any caption changes
+            self.history_log.pending.clear()
+            self.history_log.clear()  # queues the revert event: logged with the writes below
+            txn = self._write_intent([(path, cur, data) for path, data, cur in writes]) if writes else None
             if writes:
-                atomic_write_many(writes)
+                atomic_write_many([(path, data) for path, data, _ in writes])
         except OSError as err:
+            self.history_log = History(self.history_log.path, on_warning=self.warnings.append)  # as on disk
             raise UserError(
                 f"Revert failed ({err.strerror or err}: {getattr(err, 'filename', '')}); captions already "
                 "written are complete, the rest are unchanged and the history is kept.",
@@ -710,9 +995,7 @@ class Dataset:
         for item in self._all_items():
             item.load_caption()
         self._dirty.clear()
-        self.history_log.pending.clear()
-        self.history_log.clear()
-        self.history_log.flush()
+        self.history_log.flush(txn)
         return report
 
 
@@ -746,7 +1029,8 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def _scan_root(root: Path, caption_ext: str, is_reg: bool) -> tuple[list[Folder], list[Skipped]]:
+def _scan_root(root: Path, caption_ext: str, is_reg: bool,
+               temps: list[Path] | None = None) -> tuple[list[Folder], list[Skipped]]:
     entries = [e for e in _list_dir(root) if not e.name.startswith(".")]
     dirs = [e for e in entries if _is_dir(e)]
     files = [e for e in entries if not _is_dir(e)]
@@ -757,7 +1041,7 @@ def _scan_root(root: Path, caption_ext: str, is_reg: bool) -> tuple[list[Folder]
     if root_images and not numbered:
         # A plain folder of images: sd-scripts would need it as a subset with num_repeats = 1.
         folder = Folder(root, root.name, 1, None, "", is_reg=is_reg, plain=True)
-        _scan_folder(folder, "" if not is_reg else REG_PREFIX, caption_ext, skipped)
+        _scan_folder(folder, "" if not is_reg else REG_PREFIX, caption_ext, skipped, temps)
         for d in dirs:
             skipped.append(Skipped(Path(d.path), "subfolder inside a plain image folder is not read", "folder-nested"))
         return [folder], skipped
@@ -779,7 +1063,7 @@ def _scan_root(root: Path, caption_ext: str, is_reg: bool) -> tuple[list[Folder]
             continue
         trigger = class_tokens.split()[0] if class_tokens.split() else None
         folder = Folder(Path(d.path), d.name, repeats, trigger, class_tokens, is_reg=is_reg)
-        _scan_folder(folder, (REG_PREFIX if is_reg else "") + d.name + "/", caption_ext, skipped)
+        _scan_folder(folder, (REG_PREFIX if is_reg else "") + d.name + "/", caption_ext, skipped, temps)
         folders.append(folder)
     for f in root_images:
         skipped.append(Skipped(
@@ -789,7 +1073,8 @@ def _scan_root(root: Path, caption_ext: str, is_reg: bool) -> tuple[list[Folder]
     return folders, skipped
 
 
-def _scan_folder(folder: Folder, key_prefix: str, caption_ext: str, all_skipped: list[Skipped]) -> None:
+def _scan_folder(folder: Folder, key_prefix: str, caption_ext: str, all_skipped: list[Skipped],
+                 temps: list[Path] | None = None) -> None:
     skipped: list[Skipped] = []
     entries = _list_dir(folder.path, natural=False)  # only the images get sorted, below
     names = {e.name for e in entries}
@@ -799,6 +1084,8 @@ def _scan_folder(folder: Folder, key_prefix: str, caption_ext: str, all_skipped:
     for entry in entries:
         name = entry.name
         if name.startswith("."):
+            if temps is not None and name.endswith(".tmp") and _OUR_TEMP.match(name):
+                temps.append(Path(entry.path))
             continue
         stem, dot, ext = name.rpartition(".")
         if not dot:
@@ -807,6 +1094,13 @@ def _scan_folder(folder: Folder, key_prefix: str, caption_ext: str, all_skipped:
         if lower in IMAGE_EXTENSIONS:
             if entry.is_dir():
                 skipped.append(Skipped(Path(entry.path), "nested folder is not read by sd-scripts", "folder-nested"))
+                continue
+            if not entry.is_file():  # a FIFO, socket, device or broken link: reading it could hang
+                from tagging.safe_io import regular_file_problem
+
+                kind = regular_file_problem(entry.path) or "a broken link"
+                skipped.append(Skipped(Path(entry.path), f"it is {kind}, not an image file; it is not read",
+                                       "image-not-file"))
                 continue
             caption_name = stem + caption_ext
             folder.images.append(ImageItem(key_prefix + name, name, caption_name, folder))
@@ -832,6 +1126,42 @@ def _scan_folder(folder: Folder, key_prefix: str, caption_ext: str, all_skipped:
     all_skipped.extend(skipped)
 
 
+def check_caption_ext(caption_ext: str) -> str:
+    """``".txt"`` (a bare ``"txt"`` gets its dot); DatasetError for anything that is not a plain extension."""
+    ext = caption_ext if caption_ext.startswith(".") or "/" in caption_ext or "\\" in caption_ext else "." + caption_ext
+    if ext.lower() in IMAGE_EXTENSIONS or not _CAPTION_EXT.match(ext):
+        raise DatasetError(
+            f"Caption extension {caption_ext!r} is not usable: it must be a dot and a plain name such as "
+            "'.txt' or '.caption' (letters, digits, '-' or '_'; no path separators, no '..'), and not an "
+            "image extension.",
+            hint="Pass e.g. --caption-ext .txt (or caption_extension = \".txt\" in the config).",
+        )
+    return ext
+
+
+def _list_dir_names(path: Path) -> list[Path]:
+    try:
+        with os.scandir(path) as it:
+            return [Path(e.path) for e in it]
+    except OSError:
+        return []
+
+
+def _intent_label(record: dict) -> str:
+    labels = [e.get("change", {}).get("label") or f"{e.get('event')} of step {e.get('id', '?')}"
+              for e in record.get("events", [])]
+    labels = [str(x) for x in labels if x]
+    text = "; ".join(labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
+    return text or "caption writes"
+
+
+def _write_target(path: Path) -> Path:
+    """Where a caption write lands: through a symlink to its target, so the link itself stays."""
+    if os.path.islink(path):
+        return Path(os.path.realpath(path))
+    return path
+
+
 def _relative_key(key: str, filename: str | None = None) -> str:
     rel = ("reg/" + key.removeprefix(REG_PREFIX)) if key.startswith(REG_PREFIX) else key
     if filename is not None:
@@ -850,7 +1180,7 @@ def _free_path(path: Path) -> Path:
 
 def _read_or_none(path: Path) -> bytes | None:
     try:
-        return path.read_bytes()
+        return read_regular_bytes(path)
     except FileNotFoundError:
         return None
     except OSError as err:  # permission denied, a folder in the way...: say which file, never guess
@@ -859,6 +1189,6 @@ def _read_or_none(path: Path) -> bytes | None:
 
 
 __all__ = [
-    "Dataset", "Folder", "ImageItem", "Skipped", "SaveReport", "RevertReport", "parse_folder_name",
-    "read_image_size", "IMAGE_EXTENSIONS",
+    "Dataset", "Folder", "ImageItem", "Skipped", "SaveReport", "RevertReport", "Unusable", "parse_folder_name",
+    "read_image_size", "probe_image", "check_caption_ext", "IMAGE_EXTENSIONS",
 ]

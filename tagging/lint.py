@@ -33,6 +33,7 @@ CODES: dict[str, str] = {
     "caption-empty": ERROR,
     "caption-encoding": ERROR,
     "caption-unreadable": ERROR,
+    "caption-not-file": ERROR,
     "caption-bom": WARNING,
     "caption-multiline": WARNING,
     "caption-long": WARNING,
@@ -45,6 +46,8 @@ CODES: dict[str, str] = {
     "image-small": WARNING,
     "image-corrupt": ERROR,
     "image-truncated": ERROR,
+    "image-unreadable": ERROR,
+    "image-not-file": WARNING,
     "image-near-duplicate": WARNING,
 }
 
@@ -120,6 +123,12 @@ def lint(
             w, h = item.size
             if (w, h) != (0, 0) and min(w, h) < min_size:
                 findings.append(_small(item, w, h, min_size))
+            elif (w, h) == (0, 0):  # without decoding, an unreadable header is all we can tell
+                why = getattr(item, "size_error", None) or "its header cannot be read"
+                findings.append(_finding(
+                    "image-unreadable", item.path,
+                    f"{item.path}: {why}; it cannot be trained on. Re-export it as PNG or trash it.", item.key,
+                ))
     return findings
 
 
@@ -127,8 +136,9 @@ def _caption_findings(item: Any, trigger: str | None) -> list[Finding]:
     out: list[Finding] = []
     path, key = item.caption_path, item.key
     if item.caption_error:
-        code = "caption-encoding" if "UTF-8" in item.caption_error else "caption-unreadable"
-        return [_finding(code, path, item.caption_error, key)]
+        code = getattr(item, "caption_error_code", None) or (
+            "caption-encoding" if "UTF-8" in item.caption_error else "caption-unreadable")
+        return [_finding(code if code in CODES else "caption-unreadable", path, item.caption_error, key)]
     if not item.caption_exists:
         return out  # reported as caption-missing by the scan
     tags = item.tags

@@ -19,6 +19,9 @@ from tagging.errors import UserError
 
 Predicate = Callable[[Sequence[str]], bool]
 _OPERATORS = {"AND", "OR", "NOT"}
+# Parentheses and NOTs nest by recursion (parsing and matching): a limit keeps a pathological
+# query a clear error instead of a RecursionError. Real queries nest two or three levels.
+MAX_NESTING = 64
 
 
 class QueryError(UserError):
@@ -84,6 +87,7 @@ def compile_query(query: str) -> Predicate:
     if not tokens:
         return lambda tags: True
     pos = 0
+    depth = 0
 
     def peek() -> str | None:
         return tokens[pos].kind if pos < len(tokens) else None
@@ -109,20 +113,33 @@ def compile_query(query: str) -> Predicate:
             parts.append(parse_not())
         return parts[0] if len(parts) == 1 else (lambda s, seq: all(p(s, seq) for p in parts))
 
+    def deeper() -> None:
+        nonlocal depth
+        depth += 1
+        if depth > MAX_NESTING:
+            raise QueryError(
+                f"Tag query {query[:80]!r}{'...' if len(query) > 80 else ''} nests parentheses or NOTs more "
+                f"than {MAX_NESTING} levels deep. Write it flatter, e.g. 'a AND b AND NOT c'."
+            )
+
     def parse_not() -> Callable[[set[str], list[str]], bool]:
-        nonlocal pos
+        nonlocal pos, depth
         if peek() == "NOT":
             pos += 1
+            deeper()
             inner = parse_not()
+            depth -= 1
             return lambda s, seq: not inner(s, seq)
         return parse_atom()
 
     def parse_atom() -> Callable[[set[str], list[str]], bool]:
-        nonlocal pos
+        nonlocal pos, depth
         kind = peek()
         if kind == "(":
             pos += 1
+            deeper()
             inner = parse_or()
+            depth -= 1
             if peek() != ")":
                 raise fail("missing ')'")
             pos += 1

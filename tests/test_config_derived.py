@@ -8,7 +8,8 @@ from PIL import Image
 
 from tagging.dataset import Dataset
 from trainer.config import derived_figures, preset
-from trainer.config.derived import balanced_reg_repeats, format_duration
+from trainer.config.derived import balanced_reg_repeats
+from trainer.durations import format_duration
 
 
 def images(folder: Path, sizes: list[tuple[int, int]]) -> None:
@@ -77,3 +78,7 @@ def test_sd_scripts_reg_balancing() -> None:
 def test_duration_format() -> None:
     assert format_duration(42) == "42s" and format_duration(150) == "2m 30s"
     assert format_duration(3 * 3600 + 61) == "3h 01m 01s"
+    # One formatter serves the CLI progress (clock), the Train screen (short) and the figures (long).
+    assert format_duration(3 * 3600 + 61, "clock") == "3:01:01" and format_duration(75, "clock") == "1:15"
+    assert format_duration(3 * 3600 + 61, "short") == "3h01m" and format_duration(75, "short") == "1m15s"
+    assert format_duration(None) == "?" and format_duration(float("nan"), unknown="—") == "—"

@@ -115,7 +115,8 @@ max_bucket_reso = 1280
     assert d.resolution == "640,768" and d.enable_bucket and (d.min_bucket_reso, d.max_bucket_reso) == (320, 1280)
     assert d.shuffle_caption and d.keep_tokens == 1 and d.flip_aug and d.caption_extension == ".txt"
     assert result.config.training.train_batch_size == 4
-    assert any("4_outfit" in n and "5_outfit" in n for n in result.notes)  # repeats come from folder names
+    # kazari reads repeats from folder names: a subset that disagrees refuses the import, with the fix.
+    assert [e for e in result.errors if "4_outfit" in e and "5_outfit" in e] == result.errors != []
     assert result.unmapped["dataset_config.1_girl.random_crop"] is True
     assert any("train_data_dir from the config file is ignored" in n for n in result.notes)
 
@@ -205,15 +206,55 @@ def test_import_powershell_variables() -> None:
     assert unmapped == {}
 
 
-def test_unusable_imported_values_are_reported_and_replaced(tmp_path: Path) -> None:
+def test_unusable_imported_values_are_errors_except_for_samples(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[x]\nnetwork_dim = "lots"\nresolution = "512,512"\nmax_train_epochs = 1\n'
-                    'sample_sampler = "k_dpmpp_2m"\n')
+                    'sample_sampler = "k_dpmpp_2m"\nlr_scheduler = "cosine_with_min_lr"\n')
     result = import_kohya(path)
-    assert result.unmapped == {"network_dim": "lots", "sample_sampler": "k_dpmpp_2m"}
-    assert result.config.network.network_dim == 64 and result.config.sample.sample_sampler == "euler_a"
-    note = next(n for n in result.notes if n.startswith("network_dim"))
-    assert "whole number" in note and "network.network_dim = 64" in note
+    assert result.unmapped == {"network_dim": "lots", "sample_sampler": "k_dpmpp_2m",
+                               "lr_scheduler": "cosine_with_min_lr"}
+    # A different LoRA would be trained: refused. A preview sampler only changes samples: a note.
+    assert len(result.errors) == 2
+    assert any(e.startswith("network_dim") and "whole number" in e for e in result.errors)
+    assert any(e.startswith("lr_scheduler = 'cosine_with_min_lr'") for e in result.errors)
+    assert result.config.sample.sample_sampler == "euler_a"
+    assert any(n.startswith("sample_sampler") for n in result.notes)
+
+
+def test_text_encoder_lr_list_is_its_value(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[x]\nresolution = "512,512"\nmax_train_epochs = 1\ntext_encoder_lr = [2e-5]\n')
+    result = import_kohya(path)
+    assert result.errors == [] and result.config.optimizer.text_encoder_lr == 2e-5
+
+
+def test_max_train_steps_becomes_epochs_only_when_exact(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "2_kazari"
+    folder.mkdir(parents=True)
+    for i in range(3):  # 3 images x 2 repeats, batch 1 = 6 steps per epoch
+        Image.new("RGB", (512, 512), "white").save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text("kazari\n")
+    base = f'[x]\nresolution = "512,512"\ntrain_data_dir = "{(tmp_path / "data").as_posix()}"\n'
+    path = tmp_path / "c.toml"
+    path.write_text(base + "max_train_steps = 24\n")
+    result = import_kohya(path)
+    assert result.errors == [] and result.config.training.max_train_epochs == 4
+    path.write_text(base + "max_train_steps = 25\n")
+    result = import_kohya(path)
+    assert len(result.errors) == 1 and "4 epochs = 24 steps or 5 = 30" in result.errors[0]
+    path.write_text(base.replace((tmp_path / "data").as_posix(), (tmp_path / "gone").as_posix()))
+    result = import_kohya(path)  # no epochs, no steps: sd-scripts trains 1600 steps; unknowable here
+    assert len(result.errors) == 1 and "max_train_steps = 1600" in result.errors[0]
+
+
+def test_cli_import_refuses_and_writes_nothing(tmp_path: Path) -> None:
+    from tui.cli import main
+
+    path = tmp_path / "c.toml"
+    path.write_text('[x]\nresolution = "512,512"\nmax_train_epochs = 1\nlr_scheduler = "cosine_with_min_lr"\n')
+    out = tmp_path / "k.toml"
+    assert main(["config", "import-kohya", str(path), "-o", str(out)]) == 1
+    assert not out.exists()
 
 
 def test_plain_folder_subset_round_trips(tmp_path: Path) -> None:
@@ -285,3 +326,59 @@ def test_round_trip_with_dataset_config(tmp_path: Path) -> None:
     back = import_kohya(out.config_file, out.dataset_config)
     assert back.unmapped == {}
     assert back.config == cfg
+
+
+def test_one_table_of_sd_scripts_names_agrees_everywhere() -> None:
+    """The Config help line, the manual, export and import all read trainer.config.sd_options."""
+    from trainer.config.docs import render_manual
+    from trainer.config.kohya import kohya_args
+    from trainer.config.schema import SECTIONS, field_specs
+    from trainer.config.sd_options import DIRECT, SD_TO_KAZARI, ZERO_IS_UNSET, sd_label
+
+    manual = render_manual().split("\n## [")
+    rows = {}
+    for chunk in manual[1:]:
+        section = chunk.split("]", 1)[0]
+        if section not in SECTIONS:
+            continue
+        for line in chunk.splitlines():
+            if line.startswith("| `"):
+                rows[f"{section}.{line.split('`')[1]}"] = line
+    for spec in field_specs():
+        label = sd_label(spec.key)
+        assert spec.sd_scripts == label  # what the Config screen shows
+        cell = rows[spec.key].rstrip(" |").rsplit("| ", 1)[-1]
+        assert cell == (f"`{label}`" if label else cell) and (label or "`" not in cell), (spec.key, cell)
+    # Keys sd-scripts has no option for never claim one (they once showed --device, --tokenizer...).
+    for key in ("training.device", "model.tokenizer"):
+        assert sd_label(key) is None
+    assert "--sdpa" in sd_label("training.attention")
+    assert "network_args" in sd_label("network.conv_dim")
+    # Export writes each 1:1 key under its table name, and import maps that name back.
+    cfg = preset("anime-character")
+    cfg.training.seed = 7
+    args = kohya_args(cfg)
+    for key, (name, section) in {**DIRECT, **ZERO_IS_UNSET}.items():
+        if cfg.get(key) not in (None, 0) and key != "model.pretrained_model":
+            assert name in args[section], key
+        assert SD_TO_KAZARI[name] == key
+
+
+def test_export_runs_offline_and_never_shares_kazari_outputs(tmp_path: Path) -> None:
+    tok = tmp_path / "clip-tokenizer"
+    tok.mkdir()
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        (tok / name).write_text("{}")
+    cfg = preset("anime-character")
+    cfg.output.output_dir = tmp_path / "kazari-out"
+    cfg.model.tokenizer = tok
+    out = tmp_path / "export"
+    export_kohya(cfg, out)
+    doc = tomlkit.parse((out / "config.toml").read_text()).unwrap()
+    assert doc["saving_arguments"]["output_dir"] == (out / "output").resolve().as_posix()
+    cache = Path(doc["model_arguments"]["tokenizer_cache_dir"])
+    assert sorted(p.name for p in (cache / "openai_clip-vit-large-patch14").iterdir()) == [
+        "merges.txt", "tokenizer_config.json", "vocab.json"]
+    back = import_kohya(out / "config.toml")
+    assert back.errors == [] and back.config.output.output_dir == tmp_path / "kazari-out"
+    assert "tokenizer_cache_dir" not in back.unmapped

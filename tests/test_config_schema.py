@@ -57,7 +57,7 @@ def test_field_metadata_for_forms() -> None:
     assert (dim.kind, dim.minimum, dim.maximum) == ("int", 1, 1024)
     assert field_spec("model.vae").kind == "path" and field_spec("model.vae").optional
     assert field_spec("dataset.resolution").kind == "resolution"
-    assert field_spec("network.train_unet_only").sd_scripts == "network_train_unet_only"
+    assert field_spec("network.train_unet_only").sd_scripts == "--network_train_unet_only"
     assert set(field_spec("optimizer.optimizer_type").choices) >= {"AdamW", "AdamW8bit", "Lion", "Lion8bit",
                                                                    "Prodigy", "SGD"}
     assert field_spec("training.mixed_precision").choices == ("no", "fp16", "bf16")
@@ -92,7 +92,6 @@ def test_low_vram_and_quick_test_presets() -> None:
     assert 64 <= q.dataset.resolution_wh[0] <= 128
     assert q.network.network_dim == 4 and q.training.max_train_epochs == 2
     assert q.training.train_batch_size == 1 and q.training.device == "auto"
-    assert q.dataset.max_data_loader_n_workers == 0
     assert set(PRESETS) == {"anime-character", "low-vram", "quick-test"}
 
 

@@ -200,6 +200,13 @@ def test_bucket_range_must_contain_the_resolution(tmp_path: Path) -> None:
     assert {"dataset.min_bucket_reso", "dataset.max_bucket_reso"} <= keys
 
 
+def test_bucket_range_is_checked_with_no_upscale_too(tmp_path: Path) -> None:
+    # sd-scripts refuses max_bucket_reso below the resolution whether or not bucket_no_upscale is set.
+    cfg = preset("anime-character", dataset={"bucket_no_upscale": True, "max_bucket_reso": 512,
+                                             "resolution": "768,768"})
+    assert "dataset.max_bucket_reso" in {i.key for i in check_config(cfg) if i.severity == "error"}
+
+
 def test_toml_syntax_error_reports_line(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "[network\nnetwork_dim = 4\n")
     with pytest.raises(ConfigError) as info:
@@ -269,3 +276,10 @@ def test_train_data_dir_pointing_at_an_n_name_folder_warns(tmp_path: Path) -> No
     found = check_config(cfg, text=text)
     issue = only(found, "dataset.train_data_dir")
     assert issue.severity == "warning" and "1 repeat" in issue.message and issue.line == 6
+
+
+def test_loader_worker_keys_are_visibly_ignored() -> None:
+    cfg = preset("anime-character", dataset={"max_data_loader_n_workers": 2})
+    issues = [i for i in check_config(cfg, files=False) if i.key == "dataset.max_data_loader_n_workers"]
+    assert [i.severity for i in issues] == ["warning"] and "ignored" in issues[0].message
+    assert not [i for i in check_config(preset("low-vram"), files=False) if i.code == "ignored"]

@@ -206,3 +206,33 @@ def test_exif_rotated_photo_gets_the_bucket_of_its_upright_shape(tmp_path: Path)
     assert bh > bw  # portrait bucket, so the upright image is not squashed
     pixels = load_pixels(im.path, im.bucket, resized=im.resized)
     assert pixels.shape == (3, bh, bw)
+
+
+def test_promised_batches_are_the_batches_run(tmp_path: Path) -> None:
+    """Config screen / `config show` figures and the trainer share one epoch plan (trainer.plan)."""
+    from trainer.config.derived import derived_figures
+
+    data = tmp_path / "data"
+    (data / "3_kazari").mkdir(parents=True)
+    (data / "reg" / "1_girl").mkdir(parents=True)
+    for i, size in enumerate([(64, 64), (64, 64), (128, 64)]):
+        Image.new("RGB", size, "white").save(data / "3_kazari" / f"{i}.png")
+        (data / "3_kazari" / f"{i}.txt").write_text("kazari, 1girl\n")
+    # A phone photo stored 128x64 but shown (and trained) upright as 64x128.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (128, 64), "white").save(data / "3_kazari" / "phone.jpg", exif=exif)
+    (data / "3_kazari" / "bad.png").write_bytes(b"not an image at all")  # header unreadable: left out
+    for i in range(2):
+        Image.new("RGB", (64, 64), "gray").save(data / "reg" / "1_girl" / f"r{i}.png")
+    cfg = make_config(tmp_path / "no-model", data, tmp_path / "out",
+                      dataset={"reg_data_dir": str(data / "reg"), "enable_bucket": True,
+                               "resolution": "128,128", "max_bucket_reso": 256},
+                      training={"train_batch_size": 2})
+    pipeline = DataPipeline.from_config(cfg)
+    figures = derived_figures(cfg)
+    assert pipeline.batches_per_epoch == figures.batches_per_epoch
+    assert pipeline.images_per_epoch == figures.samples_per_epoch == 2 * 4 * 3  # reg balanced to 12
+    phone = next(im for im in pipeline.images if im.key.endswith("phone.jpg"))
+    assert phone.bucket == (64, 192)  # a portrait bucket, in both the plan and the figures
+    assert figures.buckets.get(phone.bucket) == 3

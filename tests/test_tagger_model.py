@@ -154,24 +154,47 @@ def test_unreadable_image_is_reported_and_skipped(tagger32, tmp_path):
     assert "not a readable image" in reasons["bad"] and "cannot read" in reasons["gone"]
 
 
-def test_progress_and_cancel(tagger32, tmp_path):
+def test_progress_and_cancel(tagger32, tmp_path, monkeypatch):
+    """Contract: after cancel, at most the one batch already at the model is scored."""
     import threading
 
     items = []
-    for i in range(6):
+    for i in range(12):
         p = tmp_path / f"c{i}.png"
         Image.new("RGB", (8, 8), (i, i, i)).save(p)
         items.append((f"c{i}", p))
-    cancel = threading.Event()
-    seen = []
+    real_predict, real_prepare = tagger32.predict, tagger32.prepare
+    for _ in range(10):
+        prepared = threading.Semaphore(0)
+        calls = []
 
-    def on_progress(p):
-        seen.append(p.done)
-        cancel.set()  # cancel after the first batch
+        def prepare(data, prepared=prepared):
+            out = real_prepare(data)
+            prepared.release()
+            return out
 
-    run = tagger32.score_images(items, batch_size=2, workers=1, on_progress=on_progress, cancel=cancel)
-    # Stops after the batch at the model (one more may already be queued), never scores the rest.
-    assert run.cancelled and len(run.scores) in (2, 4) and seen[-1] == len(run.scores)
+        def predict(batch, calls=calls, prepared=prepared):
+            # The first batch waits until the next two batches' images are ready, so they queue up
+            # behind it: the case where a cancel used to let every queued batch through.
+            if not calls:
+                for _ in range(6):
+                    assert prepared.acquire(timeout=10)
+            calls.append(len(batch))
+            return real_predict(batch)
+
+        monkeypatch.setattr(tagger32, "prepare", prepare)
+        monkeypatch.setattr(tagger32, "predict", predict)
+        cancel = threading.Event()
+        seen = []
+
+        def on_progress(p, seen=seen, cancel=cancel):
+            seen.append(p.done)
+            cancel.set()  # cancel as the first batch is reported
+
+        run = tagger32.score_images(items, batch_size=2, workers=2, on_progress=on_progress, cancel=cancel)
+        assert run.cancelled and seen[0] == 2
+        assert len(run.scores) in (2, 4), len(run.scores)  # the reported batch + at most one more
+        assert seen[-1] == len(run.scores) == 2 * len(calls)
 
 
 # ---- bad models -----------------------------------------------------------------------------

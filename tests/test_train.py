@@ -80,9 +80,12 @@ def test_events_files_and_metadata(env, tmp_path: Path) -> None:
         "ss_num_reg_images": "0", "ss_flip_aug": "True", "ss_shuffle_caption": "True", "ss_keep_tokens": "1",
         "ss_cache_latents": "True", "ss_sd_model_name": "tiny-model", "ss_base_model_version": "sd_v1",
         "ss_v2": "False", "ss_output_name": "t", "ss_max_token_length": "75", "ss_batch_size_per_device": "2",
-        "modelspec.architecture": "stable-diffusion-v1/lora",
+        "modelspec.architecture": "stable-diffusion-v1/lora", "modelspec.encoder_layer": "2",
     }
     assert {k: meta.get(k) for k in expect} == expect
+    from importlib.metadata import version
+
+    assert meta["modelspec.implementation_version"] == version("diffusers")
     assert meta["ss_optimizer"].startswith("torch.optim.adamw.AdamW")
     assert json.loads(meta["ss_dataset_dirs"]) == {"1_kazari": {"n_repeats": 1, "img_count": 4}}
     freq = json.loads(meta["ss_tag_frequency"])["1_kazari"]
@@ -158,12 +161,10 @@ def test_requests_pause_save_sample_stop(env, tmp_path: Path) -> None:
     thread = threading.Thread(target=run.run, daemon=True)
     thread.start()
     try:
-        deadline = time.perf_counter() + 120
-        while not paused_at and time.perf_counter() < deadline and thread.is_alive():
-            time.sleep(0.05)
-        time.sleep(1.0)
+        # The loop parks right after step 1 and cannot step while parked: no timing involved.
+        assert run.parked.wait(timeout=120), "the paused run never parked"
         n_paused = sum(isinstance(e, ev.StepEvent) for e in events)
-        assert run.paused and n_paused == 1, "a paused run must not take more steps"
+        assert paused_at and run.paused and n_paused == 1, "a paused run must not take more steps"
         run.resume()
         thread.join(timeout=120)
     finally:
@@ -303,3 +304,19 @@ def test_a_new_run_moves_the_previous_runs_checkpoints_aside(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == [".kazari", "other-000001.safetensors",
                                                             "t-1.safetensors", "t2.safetensors"]
     assert keep_previous_outputs(tmp_path, "t") is None  # nothing left to move
+
+
+def test_every_run_passes_the_full_config_check(env, tmp_path: Path) -> None:
+    """The Train screen builds runs from the schema alone: the run itself must refuse what
+    `kazari train` refuses, before loading anything, and pass the warnings on."""
+    bad = make_config(env["model"], env["data"], tmp_path / "out", dataset={"resolution": "700,700"},
+                      network={"train_unet_only": True}, optimizer={"unet_lr": 0.0})
+    result, events = _run(bad)
+    assert isinstance(result, ev.Failed) and result.kind == "user"
+    assert "dataset.resolution" in result.message and "unet_lr" in result.message
+    assert not (tmp_path / "out").exists()  # refused before any output was made
+    warned = make_config(env["model"], env["data"], tmp_path / "out2", network={"network_alpha": 8},
+                         training={"max_train_epochs": 1})
+    result, events = _run(warned)
+    assert isinstance(result, ev.Finished)
+    assert any(isinstance(e, ev.TrainWarning) and "network_alpha" in e.message for e in events)

@@ -117,3 +117,22 @@ def test_advanced_preset_and_reload_rebuild_the_form(tmp_path: Path) -> None:
     asyncio.run(main())
     assert app.return_value is None
     assert config.read_text() == on_disk
+
+
+def test_side_panel_shows_what_a_run_would_refuse_or_warn_about(tmp_path: Path) -> None:
+    from tui.testing import wait_for_text
+
+    ws = make_workspace(tmp_path / "ws", images=2, tagger=False)
+    config = ws / "kazari.toml"
+    text = config.read_text()
+    import re
+
+    config.write_text(re.sub(r"(?m)^network_alpha = .*$", "network_alpha = 999", text, count=1))
+    app = make_app(ws, log_to_file=False, start_mode="config")
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            panel = await wait_for_text(app, pilot, "warnings:")
+            assert "network_alpha" in panel
+
+    asyncio.run(main())

@@ -116,8 +116,7 @@ class BucketSet:
     def for_config(cls, cfg: Any) -> BucketSet:
         """From a :class:`trainer.config.TrainConfig` (or anything with its ``dataset`` section)."""
         d = cfg.dataset
-        w, h = (int(v) for v in str(d.resolution).split(","))
-        return cls((w, h), enable_bucket=d.enable_bucket, min_reso=d.min_bucket_reso,
+        return cls(d.resolution_wh, enable_bucket=d.enable_bucket, min_reso=d.min_bucket_reso,
                    max_reso=d.max_bucket_reso, step=d.bucket_reso_steps, no_upscale=d.bucket_no_upscale)
 
     def place(self, width: int, height: int) -> Placement:

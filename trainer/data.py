@@ -28,9 +28,8 @@ from PIL import Image, ImageOps
 
 from tagging.captions import read_caption_file
 from tagging.errors import DatasetError, UserError
-from trainer.buckets import BucketSet
-from trainer.config.derived import balanced_reg_repeats
 from trainer.latent_cache import LatentCache, file_digest, latent_key
+from trainer.plan import plan_epoch
 
 
 @dataclass(frozen=True)
@@ -57,25 +56,6 @@ class CaptionOptions:
     caption_tag_dropout_rate: float = 0.0
 
 
-def parse_resolution(value: int | str | Sequence[int]) -> tuple[int, int]:
-    """``512`` / ``"512"`` / ``"512,768"`` / ``[512, 768]`` -> (w, h)."""
-    if isinstance(value, int):
-        return value, value
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.replace("x", ",").split(",") if p.strip()]
-    else:
-        parts = list(value)
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        nums = []
-    if len(nums) == 1:
-        return nums[0], nums[0]
-    if len(nums) == 2:
-        return nums[0], nums[1]
-    raise UserError(f"[dataset] resolution = {value!r} is not understood.", hint='Write 512 or "512,768".')
-
-
 def process_caption(tags: list[str], opts: CaptionOptions, rng: random.Random, epoch: int) -> str:
     """sd-scripts' process_caption order: dropout, then keep_tokens split, shuffle, tag dropout."""
     if opts.caption_dropout_rate > 0 and rng.random() < opts.caption_dropout_rate:
@@ -91,20 +71,6 @@ def process_caption(tags: list[str], opts: CaptionOptions, rng: random.Random, e
             flex = [t for t in flex if rng.random() >= opts.caption_tag_dropout_rate]
         tags = fixed + flex
     return ", ".join(tags)
-
-
-def oriented_size(path: Path, size: tuple[int, int]) -> tuple[int, int]:
-    """``size`` as the image is shown: swapped when its EXIF orientation turns it by 90 degrees.
-
-    ``load_pixels`` applies the EXIF rotation (a phone photo trains upright), so its bucket must be
-    chosen from the rotated size too, or a portrait photo would be squashed into a landscape bucket.
-    """
-    try:
-        with Image.open(path) as im:
-            turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # Orientation: transpose / 90 / 270
-    except (OSError, ValueError):
-        return size  # unreadable: load_pixels reports it with the file name
-    return (size[1], size[0]) if turned else size
 
 
 def resize_cover_crop(img: Image.Image, bucket: tuple[int, int],
@@ -174,33 +140,17 @@ class DataPipeline:
         d = cfg.dataset
         ds = Dataset.open(Path(d.train_data_dir), caption_ext=d.caption_extension,
                           reg_root=Path(d.reg_data_dir) if d.reg_data_dir else None)
-        resolution = parse_resolution(d.resolution)
-        train = [(it, f) for f in ds.folders for it in f.images]
-        reg = [(it, f) for f in getattr(ds, "reg_folders", []) for it in f.images]
-        if not train:
+        if not any(f.images for f in ds.folders):
             raise DatasetError(
                 f"No training images found under {d.train_data_dir}.", path=d.train_data_dir,
                 hint="train_data_dir must be the parent of folders named like 10_name holding images.")
-        bucket_set = BucketSet(resolution, enable_bucket=d.enable_bucket, min_reso=d.min_bucket_reso,
-                               max_reso=d.max_bucket_reso, step=d.bucket_reso_steps,
-                               no_upscale=d.bucket_no_upscale)
-        num_train = sum(f.repeats for _, f in train)
-        # Same balancing as the derived step counts show (sd-scripts' round-robin).
-        reg_rep = balanced_reg_repeats([f.repeats for _, f in reg], num_train)
-        images: list[TrainImage] = []
-        for i, (it, f) in enumerate(train + reg):
-            is_reg = i >= len(train)
-            repeats = reg_rep[i - len(train)] if is_reg else f.repeats
-            if repeats <= 0 or tuple(it.size) == (0, 0):  # (0, 0): unreadable header, lint reports it
-                continue
-            size = oriented_size(Path(it.path), tuple(it.size))
-            place = bucket_set.place(*size)
-            images.append(TrainImage(
-                key=it.key, path=Path(it.path),
-                caption_path=Path(it.caption_path) if it.caption_path else None, folder=f.name,
-                trigger=getattr(f, "class_tokens", "") or f.trigger or "", repeats=repeats, is_reg=is_reg,
-                size=size,
-                bucket=place.bucket, resized=place.resized, folder_repeats=f.repeats))
+        plan = plan_epoch(cfg, ds)  # the same plan the promised step counts come from
+        images = [TrainImage(
+            key=p.item.key, path=Path(p.item.path),
+            caption_path=Path(p.item.caption_path) if p.item.caption_path else None, folder=p.folder.name,
+            trigger=getattr(p.folder, "class_tokens", "") or p.folder.trigger or "", repeats=p.repeats,
+            is_reg=p.is_reg, size=p.size, bucket=p.placement.bucket, resized=p.placement.resized,
+            folder_repeats=p.folder.repeats) for p in plan.images]
         opts = CaptionOptions(d.shuffle_caption, d.keep_tokens, d.caption_dropout_rate,
                               d.caption_dropout_every_n_epochs or 0, d.caption_tag_dropout_rate)
         return cls(images, batch_size=cfg.training.train_batch_size, seed=cfg.training.seed or 0,

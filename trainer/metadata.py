@@ -18,8 +18,6 @@ from typing import Any
 
 import torch
 
-from trainer.data import parse_resolution
-
 
 def optimizer_description(optimizer: torch.optim.Optimizer, args: dict[str, Any]) -> str:
     cls = type(optimizer)
@@ -37,9 +35,8 @@ def training_metadata(cfg, data, bundle, *, optimizer_text: str, num_batches_per
                       started_at: float | None = None, session_id: int | None = None) -> dict[str, str]:
     """The run-constant part of the metadata (``data``: a DataPipeline, ``bundle``: an SD1Bundle)."""
     d, n, o, t, out = cfg.dataset, cfg.network, cfg.optimizer, cfg.training, cfg.output
-    w, h = parse_resolution(d.resolution)  # "512", "512,768" and [512, 768] are all valid configs
-    unet_lr = o.unet_lr if o.unet_lr is not None else o.learning_rate
-    te_lr = o.text_encoder_lr if o.text_encoder_lr is not None else o.learning_rate
+    w, h = d.resolution_wh
+    unet_lr, te_lr = o.effective_unet_lr, o.effective_text_encoder_lr
     num_train = sum(im.repeats for im in data.images if not im.is_reg)
     num_reg = sum(im.repeats for im in data.images if im.is_reg)
     net_args: dict[str, str] = {}
@@ -127,9 +124,22 @@ def training_metadata(cfg, data, bundle, *, optimizer_text: str, num_batches_per
         "modelspec.title": out.output_name,
         "modelspec.resolution": f"{w}x{h}",
         "modelspec.prediction_type": "epsilon",
+        # As sd-scripts writes them: the CLIP layer the prompts are read from (clip_skip), and the
+        # version of the implementation named above that loads the file.
+        "modelspec.encoder_layer": t.clip_skip,
+        "modelspec.implementation_version": _diffusers_version(),
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(md["ss_training_started_at"])),
     })
     return {k: _s(v) for k, v in md.items()}
+
+
+def _diffusers_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diffusers")
+    except PackageNotFoundError:  # pragma: no cover - diffusers is a dependency
+        return "unknown"
 
 
 def for_save(base: dict[str, str], *, step: int, epoch: int) -> dict[str, str]:

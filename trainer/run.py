@@ -38,6 +38,7 @@ from tagging.errors import UserError
 from trainer import events as ev
 from trainer import metadata as md
 from trainer.data import DataPipeline, fill_latent_cache, iter_batch_items, load_pixels
+from trainer.device import resolve_device
 from trainer.latent_cache import LatentCache, vae_fingerprint
 from trainer.optim import build_optimizer, build_scheduler, current_lrs, parse_optimizer_args
 from trainer.state import Counters, capture_rng, load_state, restore_rng, save_state
@@ -118,7 +119,7 @@ def _nan_message(cfg, step: int) -> str:
     if t.mixed_precision == "fp16":
         causes.append('fp16 overflow (try mixed_precision = "bf16", or fp32 on GPUs without bf16; a fp16 '
                       "VAE is a classic source: use an fp16-fixed VAE)")
-    lr = o.unet_lr or o.learning_rate
+    lr = o.effective_unet_lr
     causes.append(f"a learning rate too high for this optimizer (unet_lr = {lr:g}; LoRA usually uses 1e-4 or less "
                   "with AdamW, 3-10x less with Lion)")
     causes.append(f"network_alpha ({cfg.network.network_alpha:g}) large compared to network_dim "
@@ -142,6 +143,7 @@ class TrainingRun:
         self._sample = threading.Event()
         self._unpaused = threading.Event()
         self._unpaused.set()
+        self.parked = threading.Event()  # set while the loop waits in a pause, between two steps
         self.rank, self.world_size, self.local_rank = _dist_info()
         self.last_checkpoint: Path | None = None
         self.result: Any = None
@@ -239,13 +241,8 @@ class TrainingRun:
 
     # ----- setup helpers ------------------------------------------------------------------------------
     def _device(self) -> torch.device:
-        want = self.cfg.training.device
-        if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
-            return torch.device("cpu")
-        if not torch.cuda.is_available():
-            raise UserError('[training] device = "cuda" but PyTorch sees no CUDA GPU.',
-                            hint='Install a CUDA build of PyTorch or set device = "auto".')
-        return torch.device("cuda", self.local_rank if self.world_size > 1 else torch.cuda.current_device())
+        return resolve_device(self.cfg.training.device,
+                              local_rank=self.local_rank if self.world_size > 1 else None)
 
     def _setup_dist(self, device: torch.device) -> None:
         self._dist = False
@@ -310,10 +307,26 @@ class TrainingRun:
         dt = _DTYPES[mp]
         return dt, dt
 
+    def _gate(self, cfg: Any) -> None:
+        """The one validation every run passes, whoever starts it (`kazari train`, the Train screen).
+
+        Errors stop the run before anything loads (a "user" failure); warnings reach the watcher.
+        """
+        from trainer.config.checks import check_config
+        from trainer.config.errors import ConfigError
+
+        issues = check_config(cfg, path=getattr(cfg, "_source", None))
+        if any(i.severity == "error" for i in issues):
+            raise ConfigError(issues, path=getattr(cfg, "_source", None))
+        if self.rank == 0:
+            for issue in issues:
+                self.emit(ev.TrainWarning(str(issue)))
+
     # ----- the run ------------------------------------------------------------------------------------
     def _run(self) -> Any:
         cfg = self.cfg
         t, o, d, out = cfg.training, cfg.optimizer, cfg.dataset, cfg.output
+        self._gate(cfg)
         device = self._device()
         self._device_obj = device
         if device.type == "cuda":
@@ -330,13 +343,6 @@ class TrainingRun:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
-
-        if cfg.model.pretrained_model is None:
-            raise UserError("[model] pretrained_model is not set.",
-                            hint="Point it at an SD1.x .safetensors/.ckpt file or a diffusers folder.")
-        if d.train_data_dir is None:
-            raise UserError("[dataset] train_data_dir is not set.",
-                            hint="Point it at the parent folder of your 10_name image folders.")
 
         self._check_sample_settings()  # a bad preview prompt must fail now, not after the first epoch
         data = DataPipeline.from_config(cfg)
@@ -361,9 +367,7 @@ class TrainingRun:
                 (enable or text_encoder.gradient_checkpointing_enable)()
                 text_encoder.train()
 
-        unet_lr = o.unet_lr if o.unet_lr is not None else o.learning_rate
-        te_lr = o.text_encoder_lr if o.text_encoder_lr is not None else o.learning_rate
-        groups = network.param_groups(unet_lr=unet_lr, text_encoder_lr=te_lr)
+        groups = network.param_groups(unet_lr=o.effective_unet_lr, text_encoder_lr=o.effective_text_encoder_lr)
         opt_args = parse_optimizer_args(o.optimizer_args)
         optimizer = build_optimizer(o.optimizer_type, groups, opt_args)
         params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -520,7 +524,9 @@ class TrainingRun:
                 # ---- requests from outside, between steps ----
                 if not self._unpaused.is_set():
                     report(losses.flush(), epoch)
+                    self.parked.set()  # observers (tests, the TUI) can wait for the loop to really stop
                     self._unpaused.wait()
+                    self.parked.clear()
                 if self._save.is_set():
                     self._save.clear()
                     report(losses.flush(), epoch)
@@ -572,9 +578,6 @@ class TrainingRun:
         from trainer.lora import LoRANetwork
 
         n, o = self.cfg.network, self.cfg.optimizer
-        if n.train_unet_only and n.train_text_encoder_only:
-            raise UserError("[network] train_unet_only and train_text_encoder_only are both true.",
-                            hint="Set at most one of them.")
         self._train_te = not n.train_unet_only and o.text_encoder_lr != 0
         network = LoRANetwork(
             bundle.unet, bundle.text_encoder, dim=n.network_dim, alpha=n.network_alpha, conv_dim=n.conv_dim,

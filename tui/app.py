@@ -118,6 +118,9 @@ class KazariApp(App[None]):
 
     def _dataset_loaded(self) -> None:
         if self.session.dataset is not None:
+            # Recovered interrupted saves, removed temp files, a damaged history: the user must know.
+            for warning in self.session.dataset.warnings:
+                self.notify(warning, severity="warning", timeout=15)
             self.run_lint()
         screen = self.screen
         if hasattr(screen, "on_dataset_loaded"):

@@ -16,6 +16,8 @@ from tui.logcapture import LogSink
 from tui.workspace import Workspace
 
 LINT_IN_PROCESS_ABOVE = 500  # images; below this lint is quicker than starting a process
+# A save in the TUI waits this long for another writer (the CLI, a second TUI) before saying who it is.
+TUI_LOCK_WAIT_S = 1.5
 
 
 class LinkedEvent(threading.Event):
@@ -62,6 +64,7 @@ class Session:
         except DatasetError as err:
             self.dataset_error = str(err)
             raise
+        ds.lock_wait = TUI_LOCK_WAIT_S
         self.dataset = ds
         self.dataset_error = None
         return ds
@@ -233,6 +236,7 @@ class Session:
     def derived_lines(self, doc: Any) -> list[str]:
         """Steps and time for the document (blocking). Problems are lines too, never exceptions."""
         from trainer.config import ConfigError
+        from trainer.config.checks import check_config
         from trainer.config.derived import derived_figures
 
         try:
@@ -240,6 +244,16 @@ class Session:
         except ConfigError as err:
             issues = [f"• {i}" for i in getattr(err, "issues", [])] or [str(err)]
             return ["config has errors:", *issues]
+        # The same check every run passes (TrainingRun._gate), so what is shown here is what a
+        # run would refuse or warn about.
+        head: list[str] = []
+        found = check_config(cfg, path=doc.path)
+        errors = [f"• {i.brief()}" for i in found if i.severity == "error"]
+        warnings = [f"• {i.brief()}" for i in found if i.severity != "error"]
+        if errors:
+            head += ["config has errors (a run would refuse to start):", *errors, ""]
+        if warnings:
+            head += ["warnings:", *warnings, ""]
         dataset = None
         ds = self.dataset
         train_dir = cfg.dataset.train_data_dir
@@ -248,15 +262,16 @@ class Session:
         try:
             figures = derived_figures(cfg, dataset, seconds_per_step=self.measured_seconds_per_step())
         except UserError as err:
-            return [str(err)]
+            return [*head, str(err)]
         lines = [f"steps: {figures.steps_per_epoch}/epoch × {figures.epochs} = {figures.total_steps}"]
         if figures.estimated_seconds is None:
             lines.append("time: unknown until a run measured the speed")
         else:
-            from trainer.config.derived import format_duration
+            from trainer.durations import format_duration
 
             lines.append(f"time: ~{format_duration(figures.estimated_seconds)} "
                          f"({figures.seconds_per_step:.3g} s/step measured)")
         lines.append("")
+        lines.extend(head)
         lines.extend(figures.lines())
         return lines

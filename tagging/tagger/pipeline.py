@@ -192,26 +192,32 @@ class Tagger:
         batch_digests: list[str] = []
         # The model runs in its own thread so that assembling the next batch (np.stack), cache
         # writes and progress callbacks never leave it idle. At most one batch waits for it.
-        to_model: queue.Queue = queue.Queue(maxsize=1)
+        to_model: queue.Queue = queue.Queue()
         from_model: queue.Queue = queue.Queue()
         in_flight = 0
 
         def model_loop() -> None:
             while (job := to_model.get()) is not None:
+                if cancel is not None and cancel.is_set():
+                    from_model.put(None)  # withdrawn: cancelled before the model started it
+                    continue
                 keys, digests, batch = job
                 try:
                     from_model.put((keys, digests, self.predict(batch)))
                 except BaseException as err:  # handed to the calling thread, which re-raises
                     from_model.put(err)
 
-        def collect(block: bool) -> None:
+        def collect(block: bool, keep: int = 0) -> None:
+            """Take the model's finished batches; blocking, until at most ``keep`` are in flight."""
             nonlocal done, in_flight
-            while in_flight:
+            while in_flight > keep:
                 try:
                     result = from_model.get(block=block)
                 except queue.Empty:
                     return
                 in_flight -= 1
+                if result is None:
+                    continue
                 if isinstance(result, BaseException):
                     raise result
                 keys, digests, scores = result
@@ -226,6 +232,9 @@ class Tagger:
             nonlocal in_flight
             if not batch_arrays:
                 return
+            # One batch at the model and one waiting, never more: a put never blocks, so the loop
+            # keeps checking cancel between items.
+            collect(block=True, keep=1)
             job = (list(batch_keys), list(batch_digests), np.stack(batch_arrays))
             batch_keys.clear()
             batch_arrays.clear()
@@ -241,7 +250,9 @@ class Tagger:
                 while True:
                     collect(block=False)
                     if cancel is not None and cancel.is_set():
-                        run.cancelled = True  # the batch already at the model still counts
+                        # Contract: at most the one batch already at the model is scored after a
+                        # cancel; the model loop withdraws any batch it would start later.
+                        run.cancelled = True
                         break
                     while len(pending) < window:
                         nxt = next(it, None)

@@ -8,7 +8,7 @@ from pathlib import Path
 from trainer.buckets import adjust_bucket_range
 from trainer.config.errors import ConfigIssue
 from trainer.config.lines import line_of
-from trainer.config.schema import WARMUP_SCHEDULERS, TrainConfig
+from trainer.config.schema import WARMUP_SCHEDULERS, TrainConfig, field_spec
 
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 
@@ -52,6 +52,10 @@ def check_config(cfg: TrainConfig, *, text: str = "", path: Path | None = None,
 def _check_values(cfg: TrainConfig, c: _Collector) -> None:
     d, n, o, t, out = cfg.dataset, cfg.network, cfg.optimizer, cfg.training, cfg.output
     w, h = d.resolution_wh
+    for key in ("dataset.max_data_loader_n_workers", "dataset.persistent_data_loader_workers"):
+        if cfg.get(key) != field_spec(key).default:
+            c.warn(key, "is ignored: kazari loads images in the training process (kept for sd-scripts configs)",
+                   'remove it; to speed up loading, set cache_latents = "memory" or "disk"', cfg.get(key), "ignored")
     if w % 64 or h % 64 or w < 64 or h < 64:
         c.error("dataset.resolution", "each side must be a multiple of 64 (the VAE and U-Net downsample by 64)",
                 f'use multiples of 64, e.g. resolution = "{_near(w)[0]},{_near(h)[0]}" or '
@@ -59,7 +63,9 @@ def _check_values(cfg: TrainConfig, c: _Collector) -> None:
     if d.bucket_reso_steps % 8:
         c.error("dataset.bucket_reso_steps", "must be a multiple of 8 (one latent pixel = 8 image pixels)",
                 "use 64 (the usual) or another multiple of 8", d.bucket_reso_steps, "bucket-step")
-    if d.enable_bucket and not d.bucket_no_upscale:
+    # sd-scripts checks the range whenever buckets are on, bucket_no_upscale or not
+    # (library/train_util.py, adjust_min_max_bucket_reso_by_steps).
+    if d.enable_bucket:
         lo, hi = adjust_bucket_range(d.min_bucket_reso, d.max_bucket_reso, d.bucket_reso_steps)
         if d.min_bucket_reso > d.max_bucket_reso:
             c.error("dataset.min_bucket_reso", f"is larger than max_bucket_reso ({d.max_bucket_reso})",

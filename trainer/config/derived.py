@@ -1,9 +1,9 @@
 """Figures derived from a config plus its dataset: images, repeats, buckets, steps, time.
 
-Counting follows sd-scripts: every image enters its bucket ``repeats`` times; regularization
-images are repeated (round-robin) until they match the training images' count; each bucket is
-split into batches on its own (a batch never mixes buckets, so rounding happens per bucket);
-optimizer steps per epoch = ceil(batches / gradient_accumulation_steps).
+Which images train, how often and in which bucket is ``trainer.plan.plan_epoch`` — the plan the
+data pipeline trains from, so the figures shown are the steps run. Each bucket is split into
+batches on its own (a batch never mixes buckets, so rounding happens per bucket); optimizer steps
+per epoch = ceil(batches / gradient_accumulation_steps).
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.buckets import BucketSet, batches_per_epoch
+from trainer.buckets import batches_per_epoch
 from trainer.config.schema import TrainConfig
+from trainer.durations import format_duration
+from trainer.plan import balanced_reg_repeats, plan_epoch
+
+__all__ = ["DerivedFigures", "FolderFigures", "balanced_reg_repeats", "derived_figures"]
 
 
 @dataclass(frozen=True)
@@ -73,33 +77,6 @@ class DerivedFigures:
         return out
 
 
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h {m:02d}m {s:02d}s" if h else (f"{m}m {s:02d}s" if m else f"{s}s")
-
-
-def balanced_reg_repeats(reg_folder_repeats: list[int], num_train_samples: int) -> list[int]:
-    """sd-scripts: reg images start at their folder's repeats, then gain one each, round-robin,
-    until they add up to the training samples (so an epoch holds as many reg as training samples)."""
-    repeats = [0] * len(reg_folder_repeats)
-    n = 0
-    first = True
-    while reg_folder_repeats and n < num_train_samples:
-        for i, start in enumerate(reg_folder_repeats):
-            if first:
-                repeats[i] = start
-                n += start
-            else:
-                repeats[i] += 1
-                n += 1
-            if n >= num_train_samples:
-                break
-        first = False
-    return repeats
-
-
 def _open_dataset(cfg: TrainConfig):
     from tagging.dataset import Dataset
 
@@ -120,46 +97,36 @@ def derived_figures(cfg: TrainConfig, dataset: Any = None, *, seconds_per_step: 
     ``seconds_per_step`` (a measured speed) adds the estimated training time.
     """
     ds = dataset if dataset is not None else _open_dataset(cfg)
-    buckets = BucketSet.for_config(cfg)
+    plan = plan_epoch(cfg, ds)  # the same plan the data pipeline trains from
+    left_out = {it.key for it in plan.unreadable}
     notes: list[str] = []
-    train: list[tuple[Any, int]] = []  # (item, repeats)
     folders: list[FolderFigures] = []
     for folder in ds.folders:
-        usable = [it for it in folder.images if min(it.size) > 0]
-        train.extend((it, folder.repeats) for it in usable)
-        folders.append(FolderFigures(folder.name, Path(folder.path), False, len(usable), folder.repeats,
-                                     len(usable) * folder.repeats, len(folder.images) - len(usable)))
-    num_train = sum(r for _, r in train)
-    reg_items: list[tuple[Any, Any]] = []
+        usable = sum(1 for it in folder.images if it.key not in left_out)
+        folders.append(FolderFigures(folder.name, Path(folder.path), False, usable, folder.repeats,
+                                     usable * folder.repeats, len(folder.images) - usable))
+    reg_images = 0
     for folder in getattr(ds, "reg_folders", []):
-        reg_items.extend((it, folder) for it in folder.images if min(it.size) > 0)
-    reg_repeats = balanced_reg_repeats([f.repeats for _, f in reg_items], num_train)
-    for folder in getattr(ds, "reg_folders", []):
-        mine = [r for (it, f), r in zip(reg_items, reg_repeats, strict=True) if f is folder]
-        used = sum(mine)
-        images = len(mine)
-        folders.append(FolderFigures(folder.name, Path(folder.path), True, images,
-                                     round(used / images) if images else folder.repeats, used,
-                                     len(folder.images) - images))
-    if reg_items and sum(f.repeats for _, f in reg_items) > num_train:
+        usable = sum(1 for it in folder.images if it.key not in left_out)
+        used = sum(p.repeats for p in plan.images if p.folder is folder)
+        reg_images += usable
+        folders.append(FolderFigures(folder.name, Path(folder.path), True, usable,
+                                     round(used / usable) if usable else folder.repeats, used,
+                                     len(folder.images) - usable))
+    if plan.reg_unused:
         notes.append("more regularization samples than training samples: some reg images are not used")
-    counts: dict[tuple[int, int], int] = {}
-    for (item, repeats) in train + [(it, r) for (it, _), r in zip(reg_items, reg_repeats, strict=True)]:
-        if repeats <= 0:
-            continue
-        bucket = buckets.assign(*item.size)
-        counts[bucket] = counts.get(bucket, 0) + repeats
-    counts = dict(sorted(counts.items()))
+    counts = plan.bucket_counts()
+    train_images = sum(f.images for f in folders if not f.is_reg)
     samples = sum(counts.values())
     t = cfg.training
     batches = batches_per_epoch(counts, t.train_batch_size)
     steps = math.ceil(batches / t.gradient_accumulation_steps) if batches else 0
     total = steps * t.max_train_epochs
     estimate = total * seconds_per_step if seconds_per_step else None
-    if not train:
+    if not train_images:
         notes.append("no usable training images: nothing would be trained")
     return DerivedFigures(
-        folders=folders, train_images=len(train), reg_images=len(reg_items), samples_per_epoch=samples,
+        folders=folders, train_images=train_images, reg_images=reg_images, samples_per_epoch=samples,
         buckets=counts, batch_size=t.train_batch_size, batches_per_epoch=batches, steps_per_epoch=steps,
         epochs=t.max_train_epochs, total_steps=total,
         naive_steps_per_epoch=math.ceil(samples / t.train_batch_size) if samples else 0,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import tomlkit
 
-from trainer.config.kohya import DIRECT, KAZARI_ONLY, ZERO_IS_UNSET
 from trainer.config.presets import DESCRIPTIONS, PRESETS, preset
 from trainer.config.schema import SECTIONS, field_specs, toml_value
+from trainer.config.sd_options import KAZARI_ONLY, sd_label
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
@@ -75,23 +75,10 @@ each issue is `{"severity", "code", "key", "line", "value", "message", "fix", "t
 
 
 def _sd_name(key: str) -> str:
-    for table in (DIRECT, ZERO_IS_UNSET):
-        if key in table:
-            return f"`{table[key][0]}`"
-    special = {
-        "dataset.cache_latents": "`cache_latents` / `cache_latents_to_disk`",
-        "dataset.max_token_length": "`max_token_length` (75 = unset)",
-        "network.conv_dim": "`network_args = [\"conv_dim=N\"]`",
-        "network.conv_alpha": "`network_args = [\"conv_alpha=N\"]`",
-        "optimizer.optimizer_args": "`optimizer_args = [\"k=v\"]`",
-        "training.attention": "`sdpa` / `xformers` flags",
-        "sample.sample_prompts": "`sample_prompts` (a file)",
-    }
-    if key in special:
-        return special[key]
-    if key in KAZARI_ONLY:
-        return "kazari only"
-    return "—"
+    label = sd_label(key)
+    if label is not None:
+        return f"`{label}`"
+    return "kazari only" if key in KAZARI_ONLY else "—"
 
 
 def _cell(value: object) -> str:

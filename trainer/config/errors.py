@@ -35,11 +35,24 @@ class ConfigIssue:
         return place
 
     def __str__(self) -> str:
-        head = self.where() + ": "
+        return self._text(self.where())
+
+    def brief(self) -> str:
+        """The issue without the file name, paths as written (for a panel beside the file's editor)."""
+        return self._text(f"line {self.line}" if self.line else "", relative=True)
+
+    def _text(self, where: str, relative: bool = False) -> str:
+        head = where + ": " if where else ""
         if self.key:
             head += self.key
             if self.has_value:
-                head += f" = {_show(self.value)}"
+                value = self.value
+                if relative and isinstance(value, Path) and self.path is not None:
+                    try:  # resolved against the config's folder when loaded: show it as written
+                        value = value.relative_to(Path(self.path).resolve().parent)
+                    except ValueError:
+                        pass
+                head += f" = {_show(value)}"
             head += ": "
         text = _sentence(head + self.message)
         if self.fix:

@@ -31,68 +31,7 @@ from tagging.atomic import atomic_write_text
 from trainer.config.errors import ConfigError
 from trainer.config.loading import parse_toml, plain_value, read_text, validate_data
 from trainer.config.schema import TrainConfig, field_spec, toml_value
-
-# kazari key -> (sd-scripts option, section of the exported --config_file) for 1:1 options.
-DIRECT: dict[str, tuple[str, str]] = {
-    "model.pretrained_model": ("pretrained_model_name_or_path", "model_arguments"),
-    "model.vae": ("vae", "model_arguments"),
-    "dataset.train_data_dir": ("train_data_dir", "dataset_arguments"),
-    "dataset.reg_data_dir": ("reg_data_dir", "dataset_arguments"),
-    "dataset.resolution": ("resolution", "dataset_arguments"),
-    "dataset.caption_extension": ("caption_extension", "dataset_arguments"),
-    "dataset.shuffle_caption": ("shuffle_caption", "dataset_arguments"),
-    "dataset.keep_tokens": ("keep_tokens", "dataset_arguments"),
-    "dataset.caption_dropout_rate": ("caption_dropout_rate", "dataset_arguments"),
-    "dataset.caption_tag_dropout_rate": ("caption_tag_dropout_rate", "dataset_arguments"),
-    "dataset.caption_dropout_every_n_epochs": ("caption_dropout_every_n_epochs", "dataset_arguments"),
-    "dataset.flip_aug": ("flip_aug", "dataset_arguments"),
-    "dataset.enable_bucket": ("enable_bucket", "dataset_arguments"),
-    "dataset.min_bucket_reso": ("min_bucket_reso", "dataset_arguments"),
-    "dataset.max_bucket_reso": ("max_bucket_reso", "dataset_arguments"),
-    "dataset.bucket_reso_steps": ("bucket_reso_steps", "dataset_arguments"),
-    "dataset.bucket_no_upscale": ("bucket_no_upscale", "dataset_arguments"),
-    "dataset.max_data_loader_n_workers": ("max_data_loader_n_workers", "dataset_arguments"),
-    "dataset.persistent_data_loader_workers": ("persistent_data_loader_workers", "dataset_arguments"),
-    "dataset.prior_loss_weight": ("prior_loss_weight", "dataset_arguments"),
-    "network.network_dim": ("network_dim", "additional_network_arguments"),
-    "network.network_alpha": ("network_alpha", "additional_network_arguments"),
-    "network.network_weights": ("network_weights", "additional_network_arguments"),
-    "network.train_unet_only": ("network_train_unet_only", "additional_network_arguments"),
-    "network.train_text_encoder_only": ("network_train_text_encoder_only", "additional_network_arguments"),
-    "optimizer.unet_lr": ("unet_lr", "additional_network_arguments"),
-    "optimizer.text_encoder_lr": ("text_encoder_lr", "additional_network_arguments"),
-    "optimizer.optimizer_type": ("optimizer_type", "optimizer_arguments"),
-    "optimizer.learning_rate": ("learning_rate", "optimizer_arguments"),
-    "optimizer.lr_scheduler": ("lr_scheduler", "optimizer_arguments"),
-    "optimizer.lr_warmup_steps": ("lr_warmup_steps", "optimizer_arguments"),
-    "optimizer.lr_scheduler_num_cycles": ("lr_scheduler_num_cycles", "optimizer_arguments"),
-    "optimizer.lr_scheduler_power": ("lr_scheduler_power", "optimizer_arguments"),
-    "optimizer.max_grad_norm": ("max_grad_norm", "optimizer_arguments"),
-    "training.max_train_epochs": ("max_train_epochs", "training_arguments"),
-    "training.train_batch_size": ("train_batch_size", "training_arguments"),
-    "training.gradient_accumulation_steps": ("gradient_accumulation_steps", "training_arguments"),
-    "training.mixed_precision": ("mixed_precision", "training_arguments"),
-    "training.seed": ("seed", "training_arguments"),
-    "training.clip_skip": ("clip_skip", "training_arguments"),
-    "training.gradient_checkpointing": ("gradient_checkpointing", "training_arguments"),
-    "output.output_dir": ("output_dir", "saving_arguments"),
-    "output.output_name": ("output_name", "saving_arguments"),
-    "output.save_model_as": ("save_model_as", "saving_arguments"),
-    "output.save_precision": ("save_precision", "saving_arguments"),
-    "output.save_state": ("save_state", "saving_arguments"),
-    "sample.sample_sampler": ("sample_sampler", "sample_prompt_arguments"),
-    "logging.logging_dir": ("logging_dir", "logging_arguments"),
-}
-# Options whose "off" value in kazari (0) is "not given" (None) in sd-scripts.
-ZERO_IS_UNSET: dict[str, tuple[str, str]] = {
-    "training.noise_offset": ("noise_offset", "training_arguments"),
-    "training.min_snr_gamma": ("min_snr_gamma", "training_arguments"),
-    "output.save_every_n_epochs": ("save_every_n_epochs", "saving_arguments"),
-    "sample.sample_every_n_epochs": ("sample_every_n_epochs", "sample_prompt_arguments"),
-}
-SD_TO_KAZARI = {sd: key for key, (sd, _) in {**DIRECT, **ZERO_IS_UNSET}.items()}
-# kazari-only keys carried in the [kazari] table of the exported config.
-KAZARI_ONLY = ("model.tokenizer", "training.device")
+from trainer.config.sd_options import DIRECT, KAZARI_ONLY, SD_TO_KAZARI, ZERO_IS_UNSET, sd_option
 
 # What a key is when sd-scripts does not get it (its argparse defaults, in kazari terms).
 SD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -127,7 +66,7 @@ HARMLESS = {
     "log_tracker_name", "log_tracker_config", "wandb_run_name", "wandb_api_key", "log_config",
     "training_comment", "metadata_title", "metadata_author", "metadata_description", "metadata_license",
     "metadata_tags", "vae_batch_size", "lowram", "highvram", "no_metadata", "console_log_level",
-    "console_log_file", "console_log_simple", "skip_cache_check", "sample_at_first",
+    "console_log_file", "console_log_simple", "skip_cache_check", "sample_at_first", "tokenizer_cache_dir",
 }
 
 
@@ -137,11 +76,13 @@ class KohyaImport:
 
     config: TrainConfig
     unmapped: dict[str, Any] = field(default_factory=dict)  # option -> value kazari does not use
-    notes: list[str] = field(default_factory=list)  # assumptions and changes worth reading
+    notes: list[str] = field(default_factory=list)  # assumptions worth reading; training is unchanged
+    # Options kazari cannot carry over without training something else: the import is refused.
+    errors: list[str] = field(default_factory=list)
 
     def report_lines(self) -> list[str]:
         lines = [f"not imported: {k} = {v!r}" for k, v in self.unmapped.items()]
-        return lines + [f"note: {n}" for n in self.notes]
+        return [f"error: {e}" for e in self.errors] + lines + [f"note: {n}" for n in self.notes]
 
 
 @dataclass
@@ -177,6 +118,9 @@ def _coerce(key: str, value: Any) -> Any:
                 return number
             return int(number) if number.is_integer() else number
         return text if spec.kind != "str" else value
+    if isinstance(value, list) and spec.kind in ("float", "number") and len(set(map(str, value))) == 1:
+        # sd-scripts writes text_encoder_lr as a list (one value per text encoder); SD 1.x has one.
+        return _coerce(key, value[0])
     if spec.kind == "bool" and isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
         return bool(value)
     if spec.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
@@ -282,10 +226,7 @@ def import_kohya_args(flat: dict[str, Any], *, source: str = "sd-scripts config"
             if value:
                 data["sample"]["sample_prompts"] = str(value)
         elif name == "max_train_steps":
-            if flat.get("max_train_epochs") in (None, ""):
-                unmapped[name] = value
-                notes.append(f"max_train_steps = {value} is not used: kazari trains by epochs; "
-                             "set training.max_train_epochs")
+            continue  # converted to epochs below, once the rest of the config is known
         elif name in ("use_8bit_adam", "use_lion_optimizer"):
             if _truthy(value):
                 data["optimizer"]["optimizer_type"] = "AdamW8bit" if name == "use_8bit_adam" else "Lion"
@@ -302,10 +243,12 @@ def import_kohya_args(flat: dict[str, Any], *, source: str = "sd-scripts config"
             continue
         else:
             unmapped[name] = value
-    if "max_train_epochs" not in flat or flat.get("max_train_epochs") in (None, ""):
-        notes.append("max_train_epochs is not set (sd-scripts would train max_train_steps, default 1600); "
-                     "kazari uses 10 epochs — check training.max_train_epochs")
+    steps = None
+    if flat.get("max_train_epochs") in (None, ""):
         data["training"].pop("max_train_epochs", None)
+        # sd-scripts trains max_train_steps (default 1600) when no epoch count is given.
+        steps = flat.get("max_train_steps")
+        steps = 1600 if steps in (None, "") else steps
     if not flat.get("resolution"):
         notes.append("resolution is not set (sd-scripts requires it); kazari uses its default 768,768")
         data["dataset"].pop("resolution", None)
@@ -314,14 +257,17 @@ def import_kohya_args(flat: dict[str, Any], *, source: str = "sd-scripts config"
 
     for name, value in kazari_extra.items():
         key = {"kazari_device": "training.device", "kazari_tokenizer": "model.tokenizer",
-               "kazari_sample_prompts": "sample.sample_prompts", "kazari_attention": "training.attention"}.get(name)
+               "kazari_sample_prompts": "sample.sample_prompts", "kazari_attention": "training.attention",
+               "kazari_output_dir": "output.output_dir"}.get(name)
         if key is None:
             unmapped[name] = value
         else:
             _set(data, key, value)
 
-    # A value kazari cannot take (a sampler it lacks, a string where a number belongs) is reported
-    # and replaced by the default, so one odd option does not block the whole import.
+    # A value kazari cannot take (a scheduler it lacks, a string where a number belongs) would train
+    # something else if replaced: it is an error. Only [sample] options (previews, not the LoRA) fall
+    # back to the default with a note. Each pass drops the bad keys so every problem is reported.
+    errors: list[str] = []
     for _ in range(len(SD_TO_KAZARI) + 8):
         cfg, issues = validate_data(data)
         if cfg is not None:
@@ -331,24 +277,49 @@ def import_kohya_args(flat: dict[str, Any], *, source: str = "sd-scripts config"
             if section not in data or name not in data[section]:
                 raise ConfigError(issues)  # pragma: no cover - every issue names a key we set
             value = data[section].pop(name)
-            label = _sd_name(issue.key) or issue.key
+            label = sd_option(issue.key) or issue.key
             unmapped[label] = value
-            notes.append(f"{label} = {value!r} ({source}) cannot be used: {issue.message}; {issue.fix} — "
-                         f"kazari uses {issue.key} = {field_spec(issue.key).default!r} instead")
+            text = f"{label} = {value!r} ({source}) cannot be used: {issue.message}; {issue.fix}"
+            if section == "sample":
+                notes.append(f"{text} — samples use {issue.key} = {field_spec(issue.key).default!r} instead")
+            else:
+                errors.append(text)
     else:  # pragma: no cover - each pass removes at least one key
         raise ConfigError(issues)
-    return KohyaImport(cfg, unmapped, notes)
+    if steps is not None:
+        epochs, error = _epochs_for_steps(cfg, steps)
+        if error:
+            errors.append(error)
+        else:
+            cfg.training.max_train_epochs = epochs
+            notes.append(f"max_train_steps = {steps} is exactly {epochs} epochs of this dataset: "
+                         f"training.max_train_epochs = {epochs}")
+    return KohyaImport(cfg, unmapped, notes, errors)
 
 
-def _sd_name(key: str) -> str | None:
-    for table in (DIRECT, ZERO_IS_UNSET):
-        if key in table:
-            return table[key][0]
-    return None
+def _epochs_for_steps(cfg: TrainConfig, steps: Any) -> tuple[int, str | None]:
+    """sd-scripts' max_train_steps as kazari epochs — only when it is a whole number of epochs."""
+    from tagging.errors import UserError
+    from trainer.config.derived import derived_figures
+
+    fix = "set max_train_epochs in the sd-scripts config (sd-scripts then ignores max_train_steps) and import again"
+    try:
+        steps = int(steps)
+        per_epoch = derived_figures(cfg).steps_per_epoch
+    except (TypeError, ValueError):
+        return 0, f"max_train_steps = {steps!r} is not a whole number; {fix}"
+    except UserError as err:
+        return 0, (f"max_train_steps = {steps} cannot be converted to epochs without the dataset ({err}); {fix}")
+    if per_epoch <= 0 or steps % per_epoch:
+        lo = max(1, steps // max(per_epoch, 1))
+        return 0, (f"max_train_steps = {steps} is not a whole number of epochs ({per_epoch} steps each); kazari "
+                   f"trains whole epochs: {lo} epochs = {lo * per_epoch} steps or {lo + 1} = {(lo + 1) * per_epoch}; "
+                   f"{fix}")
+    return steps // per_epoch, None
 
 
 def import_dataset_config(doc: dict[str, Any], flat: dict[str, Any], notes: list[str],
-                          unmapped: dict[str, Any]) -> None:
+                          unmapped: dict[str, Any], errors: list[str]) -> None:
     """Merge a --dataset_config into the flat options (mapping subsets back to N_name folders)."""
     general = dict(doc.get("general", {}))
     datasets = list(doc.get("datasets", []))
@@ -383,9 +354,9 @@ def import_dataset_config(doc: dict[str, Any], flat: dict[str, Any], notes: list
         repeats = int(subset.get("num_repeats", 1))
         parsed = _folder_repeats(path.name)
         if parsed != repeats and not (parsed is None and repeats == 1 and len(subsets) == 1):
-            notes.append(f"subset {path.name} has num_repeats = {repeats}, but kazari reads repeats from folder "
-                         f"names ({parsed if parsed is not None else 'none'} here): rename it to "
-                         f"{repeats}_{path.name.partition('_')[2] or path.name}")
+            errors.append(f"subset {path.name} has num_repeats = {repeats}, but kazari reads repeats from folder "
+                          f"names ({parsed if parsed is not None else 'none'} here); rename the folder to "
+                          f"{repeats}_{path.name.partition('_')[2] or path.name} and import again")
         for key in subset_keys:
             if key in subset and key not in merged:
                 merged[key] = subset[key]
@@ -493,6 +464,7 @@ def import_kohya(config_file: Path | str, dataset_config: Path | str | None = No
     text = read_text(path)
     unmapped: dict[str, Any] = {}
     notes: list[str] = []
+    errors: list[str] = []
     if path.suffix.lower() in (".sh", ".ps1", ".bash", ".bat", ".cmd"):
         flat, unmapped, notes = parse_shell_script(text)
         source = "lora-scripts variable"
@@ -505,10 +477,11 @@ def import_kohya(config_file: Path | str, dataset_config: Path | str | None = No
         for key in ("train_data_dir", "reg_data_dir"):
             if flat.pop(key, None):
                 notes.append(f"{key} from the config file is ignored, as sd-scripts does with a dataset config")
-        import_dataset_config(ds_doc, flat, notes, unmapped)
+        import_dataset_config(ds_doc, flat, notes, unmapped, errors)
     result = import_kohya_args(flat, source=source)
     result.unmapped = {**unmapped, **result.unmapped}
     result.notes = notes + result.notes
+    result.errors = errors + result.errors
     return result
 
 
@@ -630,6 +603,13 @@ def export_kohya(cfg: TrainConfig, out_dir: Path | str, *, dataset: Any = None,
     if not use_dataset and not notes:
         notes.append("no readable dataset: exported train_data_dir/reg_data_dir (sd-scripts parses N_name folders)")
     args = kohya_args(cfg, with_dataset_options=not use_dataset)
+    # sd-scripts writes its own LoRA files, with the same names: into a folder of its own, never
+    # over kazari's. kazari's output_dir travels in [kazari] so an import gives it back.
+    if cfg.output.output_dir is not None:
+        args.setdefault("kazari", {})["kazari_output_dir"] = toml_value(cfg.output.output_dir)
+    args.setdefault("saving_arguments", {})["output_dir"] = (out / "output").resolve().as_posix()
+    notes.append(f"sd-scripts saves into {out / 'output'}, not kazari's output_dir, so neither overwrites the other")
+    notes.append(_tokenizer_cache(cfg, out, args))
     writes: list[tuple[Path, str]] = []
     prompt_file = None
     if isinstance(cfg.sample.sample_prompts, list) and cfg.sample.sample_prompts:
@@ -655,6 +635,34 @@ def export_kohya(cfg: TrainConfig, out_dir: Path | str, *, dataset: Any = None,
         parts.append(f"--dataset_config={dataset_path.resolve().as_posix()}")
     command = " ".join(shlex.quote(p) for p in parts)
     return KohyaExport(config_path, dataset_path, prompt_file, command, notes)
+
+
+SD_SCRIPTS_TOKENIZER = "openai/clip-vit-large-patch14"  # sd-scripts' SD 1.x tokenizer (library/train_util.py)
+
+
+def _tokenizer_cache(cfg: TrainConfig, out: Path, args: dict[str, dict[str, Any]]) -> str:
+    """Point sd-scripts' ``tokenizer_cache_dir`` into the export, so the printed command runs offline.
+
+    sd-scripts loads ``<tokenizer_cache_dir>/openai_clip-vit-large-patch14`` when it exists, else
+    downloads the tokenizer (and saves it there). A local tokenizer kazari was given is copied in.
+    """
+    import shutil
+
+    cache = out / "tokenizers"
+    args.setdefault("model_arguments", {})["tokenizer_cache_dir"] = cache.resolve().as_posix()
+    target = cache / SD_SCRIPTS_TOKENIZER.replace("/", "_")
+    source = cfg.model.tokenizer
+    if source is not None and Path(source).is_dir() and not target.exists():
+        target.mkdir(parents=True)
+        for item in Path(source).iterdir():
+            if item.is_file():
+                shutil.copyfile(item, target / item.name)
+        return f"copied the tokenizer {source} to {target} (sd-scripts' tokenizer_cache_dir) for offline use"
+    if target.is_dir():
+        return f"sd-scripts loads its tokenizer from {target}"
+    return (f"sd-scripts needs the CLIP tokenizer {SD_SCRIPTS_TOKENIZER}: offline, put its files (vocab.json, "
+            f"merges.txt, tokenizer_config.json, special_tokens_map.json) in {target}; online, sd-scripts "
+            "downloads it and saves it there")
 
 
 def _write_export(out: Path, writes: list[tuple[Path, str]], force: bool) -> None:

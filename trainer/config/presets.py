@@ -17,7 +17,7 @@ _OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "anime-character": {},
     # 8 GB cards: 512 px, one image per step, checkpointed activations, a smaller rank.
     "low-vram": {
-        "dataset": {"resolution": "512,512", "max_data_loader_n_workers": 2},
+        "dataset": {"resolution": "512,512"},
         "network": {"network_dim": 32, "network_alpha": 16.0},
         "training": {"train_batch_size": 1, "gradient_checkpointing": True},
     },
@@ -25,7 +25,7 @@ _OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "quick-test": {
         "dataset": {
             "resolution": "64,64", "min_bucket_reso": 64, "max_bucket_reso": 128,
-            "max_data_loader_n_workers": 0, "max_token_length": 75,
+            "max_token_length": 75,
         },
         "network": {"network_dim": 4, "network_alpha": 4.0},
         "optimizer": {

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
 
+from trainer.config.sd_options import SD_TO_KAZARI, sd_label
+
 OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Lion8bit", "Prodigy", "SGD", "SGDNesterov")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 WARMUP_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_warmup")
@@ -63,11 +65,9 @@ Resolution = Annotated[str, BeforeValidator(_resolution_text)]
 
 
 def _f(default: Any = ..., description: str = "", *, unit: str = "", advanced: bool = False,
-       sd: str | None = None, **limits: Any) -> Any:
+       **limits: Any) -> Any:
     """A field with its help text and the metadata the TUI form needs."""
     extra: dict[str, Any] = {"unit": unit, "advanced": advanced}
-    if sd is not None:
-        extra["sd_scripts"] = sd
     kwargs: dict[str, Any] = {"description": description, "json_schema_extra": extra, **limits}
     if isinstance(default, (list, dict)):
         kwargs["default_factory"] = (lambda d=default: type(d)(d))
@@ -84,8 +84,7 @@ class ModelSection(_Section):
     """[model] — the base checkpoint."""
 
     pretrained_model: PathField | None = _f(
-        None, "Base SD 1.x model: a single .safetensors/.ckpt file or a diffusers folder.", unit="path",
-        sd="pretrained_model_name_or_path")
+        None, "Base SD 1.x model: a single .safetensors/.ckpt file or a diffusers folder.", unit="path")
     vae: PathField | None = _f(
         None, "Replacement VAE (file or diffusers folder); unset = the model's own VAE.", unit="path")
     tokenizer: PathField | None = _f(
@@ -124,11 +123,14 @@ class DatasetSection(_Section):
     cache_latents: Literal["memory", "disk", "off"] = _f(
         "memory", "Encode images with the VAE once: keep latents in RAM, on disk (.npz), or off.",
         unit="memory | disk | off")
+    # Accepted so sd-scripts configs import and export unchanged; kazari does not read them.
     max_data_loader_n_workers: int = _f(
-        8, "Data loader worker processes; 0 = load in the training process.", unit="processes",
+        8, "Ignored (kept for sd-scripts compatibility): kazari decodes images in the training "
+        "process; cache latents to take decoding off the training step.", unit="processes",
         ge=0, le=64, advanced=True)
     persistent_data_loader_workers: bool = _f(
-        False, "Keep loader workers alive between epochs (faster epochs, more RAM).", advanced=True)
+        False, "Ignored (kept for sd-scripts compatibility): kazari has no loader worker processes.",
+        advanced=True)
     prior_loss_weight: float = _f(
         1.0, "Loss weight of regularization images.", unit="weight", ge=0, le=10)
     max_token_length: Literal[75, 150, 225] = _f(
@@ -162,10 +164,8 @@ class NetworkSection(_Section):
         advanced=True)
     network_weights: PathField | None = _f(
         None, "Existing LoRA file to continue training from.", unit="path", advanced=True)
-    train_unet_only: bool = _f(False, "Train only the U-Net LoRA (less VRAM, weaker prompt binding).",
-                               sd="network_train_unet_only")
-    train_text_encoder_only: bool = _f(False, "Train only the text-encoder LoRA.",
-                                       sd="network_train_text_encoder_only", advanced=True)
+    train_unet_only: bool = _f(False, "Train only the U-Net LoRA (less VRAM, weaker prompt binding).")
+    train_text_encoder_only: bool = _f(False, "Train only the text-encoder LoRA.", advanced=True)
 
 
 OptimizerArg = str | int | float | bool | list[str | int | float | bool]
@@ -206,6 +206,16 @@ class OptimizerSection(_Section):
             if value >= 1:
                 raise ValueError("use a whole number of steps, or a fraction below 1 of all steps")
         return value
+
+    # sd-scripts: an unset (None) per-module lr falls back to learning_rate; 0 is a real value
+    # (it freezes that module). Every reader of the two lrs goes through these.
+    @property
+    def effective_unet_lr(self) -> float:
+        return self.learning_rate if self.unet_lr is None else self.unet_lr
+
+    @property
+    def effective_text_encoder_lr(self) -> float:
+        return self.learning_rate if self.text_encoder_lr is None else self.text_encoder_lr
 
 
 class TrainingSection(_Section):
@@ -389,7 +399,7 @@ class FieldSpec:
     maximum: float | None = None
     exclusive_minimum: bool = False
     advanced: bool = False
-    sd_scripts: str | None = None  # sd-scripts option name, when there is one
+    sd_scripts: str | None = None  # how sd-scripts spells it (trainer.config.sd_options), if it has it
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -457,7 +467,7 @@ def field_specs() -> list[FieldSpec]:
                     description=info.description or "", unit=str(extra.get("unit", "")),
                     default=default, optional=optional, choices=choices, minimum=lo, maximum=hi,
                     exclusive_minimum=exclusive, advanced=bool(extra.get("advanced", False)),
-                    sd_scripts=extra.get("sd_scripts", name),  # type: ignore[arg-type]
+                    sd_scripts=sd_label(f"{section}.{name}"),
                 ))
         _SPECS = specs
     return list(_SPECS)
@@ -492,7 +502,7 @@ def suggest_key(wrong: str, section: str | None = None) -> str | None:
     name = wrong.rpartition(".")[2]
     if name in names:
         return names[name]
-    sd_names = {s.sd_scripts: s.key for s in field_specs() if s.sd_scripts}
+    sd_names = dict(SD_TO_KAZARI)
     if name in sd_names or name in ALIASES:  # an sd-scripts / lora-scripts spelling
         return sd_names.get(name) or ALIASES[name]
     section_guess = wrong.partition(".")[0] if "." in wrong else section

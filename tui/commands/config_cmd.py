@@ -184,6 +184,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     _refuse_overwrite(args.output, args.force)
     result = import_kohya(args.file, args.dataset_config)
+    if result.errors:
+        # Writing a config that trains something else than the sd-scripts files would is worse than none.
+        print(f"kazari: {args.file} cannot be imported as it is; nothing was written:", file=sys.stderr)
+        for line in result.report_lines():
+            print(line, file=sys.stderr)
+        return 1
     source = str(args.file) + (f" + {args.dataset_config}" if args.dataset_config else "")
     doc = ConfigDocument.new(args.output, result.config, header=f"kazari training config imported from {source}")
     text = doc.text

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tagging import captions
-from tagging.dataset import Dataset
+from tagging.dataset import Dataset, check_caption_ext
 from tagging.edits import (
     AddTag,
     Chain,
@@ -32,7 +32,7 @@ from tagging.edits import (
 from tagging.errors import UserError
 from tagging.features import DEFAULT_THRESHOLD, suggest_features
 from tagging.lint import DEFAULT_MIN_SIZE, has_errors, lint
-from tagging.query import filter_keys
+from tagging.query import compile_query, filter_keys
 from tagging.stats import step_counts, tag_frequency
 
 JSON_VERSION = 1
@@ -107,6 +107,25 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def _open(args: argparse.Namespace) -> Dataset:
     _safe_stdout()
     return Dataset.open(args.root, caption_ext=args.caption_ext, reg_root=args.reg)
+
+
+def _writing(func: Any, validate: Any = None) -> Any:
+    """Run a writing sub-command holding the dataset lock from load to save (one writer at a time).
+
+    The lock is taken before the dataset is read, so a second writer either waits for the first
+    to finish and then edits what it wrote, or refuses (LockBusy, exit 2) with nothing changed.
+    """
+    def run(args: argparse.Namespace) -> int:
+        if validate is not None:
+            validate(args)  # bad arguments fail before anything (even the lock file) is created
+        if getattr(args, "dry_run", False):
+            return func(args, _open(args))
+        _safe_stdout()
+        with Dataset.locked(args.root, caption_ext=args.caption_ext, reg_root=args.reg) as ds:
+            return func(args, ds)
+
+    run.__name__ = func.__name__
+    return run
 
 
 def _safe_stdout() -> None:
@@ -208,6 +227,7 @@ def _lint(args: argparse.Namespace) -> int:
     if args.json:
         _emit({"root": ds.root.as_posix(), "counts": counts, "findings": [f.to_dict(ds.root) for f in findings]})
     else:
+        _warn(ds)
         for f in findings:
             print(f"{f.severity:7} {f.code:22} {f.message}")
         print(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info "
@@ -234,6 +254,7 @@ def _stats(args: argparse.Namespace) -> int:
             "tags": [{"tag": r.tag, "count": r.count, "share": round(r.share, 4)} for r in shown],
         })
         return 0
+    _warn(ds)
     print(f"{len(rows)} distinct tags in {len(items)} images")
     width = max((len(r.tag) for r in shown), default=0)
     for r in shown:
@@ -308,14 +329,21 @@ def _print_rows(rows: list[dict[str, Any]], limit: int = 50) -> None:
         print(f"  ... and {len(rows) - limit} more")
 
 
-def _edit(args: argparse.Namespace) -> int:
+def _edit_ops(args: argparse.Namespace) -> list[TagOp]:
     ops = _build_ops(args)
     if not ops:
         raise UserError(
             "kazari dataset edit needs at least one edit: --remove, --replace, --drop, --add, --add-front, "
             "--to-front, --to-end, --trigger or --normalize."
         )
-    ds = _open(args)
+    if args.where:
+        compile_query(args.where)
+    check_caption_ext(args.caption_ext)
+    return ops
+
+
+def _edit_impl(args: argparse.Namespace, ds: Dataset) -> int:
+    ops = _edit_ops(args)
     keys = filter_keys(ds.images, args.where) if args.where else None
     op = ops[0] if len(ops) == 1 else Chain(ops)
     change = ds.apply(op, keys)
@@ -327,23 +355,29 @@ def _edit(args: argparse.Namespace) -> int:
         written = [_rel(ds, ds.image(k).caption_path) for k in report.written]
         kept = len(report.originals_kept)
     selected = len(ds.images) if keys is None else len(keys)
+    unreadable = [{"path": _rel(ds, i.caption_path), "reason": i.caption_error} for i in ds.read_only_items(keys)]
     _warn(ds)
     if args.json:
         _emit({
             "root": ds.root.as_posix(), "edit": change.label, "dry_run": args.dry_run, "selected": selected,
-            "changed": rows, "written": written, "originals_kept": kept,
+            "changed": rows, "written": written, "originals_kept": kept, "skipped": unreadable,
         })
         return 0
     verb = "would change" if args.dry_run else "changed"
-    print(f"{change.label}: {verb} {len(rows)} of {selected} caption(s)")
+    print(f"{change.label}: {verb} {len(rows)} of {selected} caption(s)"
+          + (f"; {len(unreadable)} skipped (cannot be read, left untouched):" if unreadable else ""))
+    for row in unreadable:
+        print(f"  skipped {row['path']}: {row['reason']}")
     _print_rows(rows)
     if written:
         print(f"Saved {len(written)} file(s); undo with: kazari dataset undo {args.root}")
     return 0
 
 
-def _undo_redo(args: argparse.Namespace, redo: bool) -> int:
-    ds = _open(args)
+_edit = _writing(_edit_impl, validate=_edit_ops)
+
+
+def _undo_redo(args: argparse.Namespace, ds: Dataset, redo: bool) -> int:
     change = ds.redo() if redo else ds.undo()
     name = "redo" if redo else "undo"
     if change is None:
@@ -373,12 +407,14 @@ def _undo_redo(args: argparse.Namespace, redo: bool) -> int:
     return 0
 
 
-def _undo(args: argparse.Namespace) -> int:
-    return _undo_redo(args, redo=False)
+@_writing
+def _undo(args: argparse.Namespace, ds: Dataset) -> int:
+    return _undo_redo(args, ds, redo=False)
 
 
-def _redo(args: argparse.Namespace) -> int:
-    return _undo_redo(args, redo=True)
+@_writing
+def _redo(args: argparse.Namespace, ds: Dataset) -> int:
+    return _undo_redo(args, ds, redo=True)
 
 
 def _entry(change: Change, state: str) -> dict[str, Any]:
@@ -395,6 +431,7 @@ def _entry(change: Change, state: str) -> dict[str, Any]:
 def _history(args: argparse.Namespace) -> int:
     ds = _open(args)
     entries = [_entry(c, "done") for c in ds.history]
+    _warn(ds)
     entries += [_entry(c, "undone") for c in reversed(ds.redo_stack)]
     if args.json:
         _emit({"root": ds.root.as_posix(), "entries": entries, "can_undo": ds.can_undo, "can_redo": ds.can_redo})
@@ -408,8 +445,8 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _repeats(args: argparse.Namespace) -> int:
-    ds = _open(args)
+@_writing
+def _repeats(args: argparse.Namespace, ds: Dataset) -> int:
     old = ds.folder(args.folder).name
     change = ds.set_repeats(args.folder, args.count)
     _warn(ds)
@@ -421,8 +458,8 @@ def _repeats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trash(args: argparse.Namespace) -> int:
-    ds = _open(args)
+@_writing
+def _trash(args: argparse.Namespace, ds: Dataset) -> int:
     for key in args.keys:  # check every key first: all or nothing
         ds.image(key)
     moved = []
@@ -438,8 +475,8 @@ def _trash(args: argparse.Namespace) -> int:
     return 0
 
 
-def _revert(args: argparse.Namespace) -> int:
-    ds = _open(args)
+@_writing
+def _revert(args: argparse.Namespace, ds: Dataset) -> int:
     report = ds.revert_all()
     _warn(ds)
     restored = [_rel(ds, ds.image(k).caption_path) for k in report.restored]

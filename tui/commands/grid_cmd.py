@@ -87,12 +87,9 @@ def run(args: argparse.Namespace) -> int:
     if not prompts:
         raise UserError("No prompt for the grid.", hint="Pass --prompt TEXT or set [sample] sample_prompts.")
     out = args.output or (Path(s["run_dir"]) / "grid" if s["run_dir"] else Path("grid"))
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but PyTorch sees no CUDA GPU.",
-                        hint="Install a CUDA build of PyTorch, or use --device auto / cpu.")
+    from trainer.device import resolve_device
+
+    device = resolve_device(args.device, key="--device").type
     dtype = torch.float16 if device == "cuda" else torch.float32
     bundle = load_sd1(s["model"], vae=s["vae"], tokenizer=s["tokenizer"], dtype=dtype, device=device,
                       vae_dtype=torch.float32)

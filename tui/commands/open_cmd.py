@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_open_options(parser: argparse.ArgumentParser) -> None:
-    from tui.widgets.preview import RENDERERS
+    # Not tui.widgets.preview: building the parser for headless commands must not import Textual.
+    from tui.image_modes import RENDERERS
 
     parser.add_argument(
         "--images",

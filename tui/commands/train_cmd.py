@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tagging.errors import UserError
+from trainer.durations import format_duration
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,12 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _fmt_time(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds == float("inf"):
-        return "?"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    return format_duration(seconds, "clock")
 
 
 class ProgressView:

@@ -17,7 +17,8 @@ from textual.app import ComposeResult
 from textual.containers import Container
 from textual.widgets import Static
 
-RENDERERS = ("halfcell", "auto", "sixel", "tgp", "unicode")
+from tui.image_modes import RENDERERS
+
 MAX_SIDE = 1024  # pixels kept for display: ample for halfcell, and for sixel/kitty on one screen
 
 

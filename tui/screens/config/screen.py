@@ -136,7 +136,7 @@ class ConfigScreen(KazariScreen):
         if spec.choices:
             extra.append("choices: " + ", ".join(str(c) for c in spec.choices))
         if spec.sd_scripts:
-            extra.append(f"sd-scripts: --{spec.sd_scripts}")
+            extra.append(f"sd-scripts: {spec.sd_scripts}")
         default = value_text(spec, spec.default) or "unset"
         if spec.unit:
             extra.append(f"unit: {spec.unit}")

@@ -57,13 +57,12 @@ class GridJob:
         """Load the base model once and render every cell (blocking; call from a thread worker)."""
         import torch
 
+        from trainer.device import resolve_device
         from trainer.grid import build_grid
         from trainer.models import load_sd1
 
         cfg = self.cfg
-        device = cfg.training.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(cfg.training.device).type  # "cuda" without a GPU: a clear error
         dtype = torch.float16 if device == "cuda" else torch.float32
         bundle = load_sd1(cfg.model.pretrained_model, vae=cfg.model.vae, tokenizer=cfg.model.tokenizer,
                           dtype=dtype, device=device, vae_dtype=torch.float32)

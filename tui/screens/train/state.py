@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainer.durations import format_duration
 from trainer.events import (
     CheckpointSaved,
     Failed,
@@ -102,9 +103,4 @@ class RunView:
 
 
 def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+    return format_duration(seconds, "short", unknown="—")
