@@ -325,3 +325,19 @@ def test_site_failure_midway_keeps_and_captions_what_arrived(tmp_path):
             fetch(options(site.base_url), into, http=FAST)
     assert [a.post_id for a in err.value.report.saved] == [110, 107]
     assert (into / "danbooru_107.txt").read_text().startswith("kazari, uiharu_kazari")
+
+
+def test_metatags_go_to_the_server_and_are_not_checked_as_tags():
+    from tagging.gather.boorus import Danbooru
+    from tagging.gather.fakesite import make_post as row
+    from tagging.gather.fetch import filter_reason
+
+    post = Danbooru("http://127.0.0.1:9").parse(row(1, None, file_url="/data/1.png"))
+    opts = FetchOptions(tags=("uiharu_kazari", "order:score", "-rating:e"))
+    assert filter_reason(post, opts) is None
+    assert Danbooru().server_tags(opts.include, opts.excluded) == ["order:score", "-rating:e"]
+    assert Danbooru().server_tags(["a", "b", "c"], ["d"]) == ["a", "b"]
+    from tagging.errors import UserError
+
+    with pytest.raises(UserError, match="metatags"):
+        Danbooru().server_tags(["a", "order:score", "rating:g"], ["rating:e"])

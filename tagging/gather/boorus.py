@@ -103,8 +103,16 @@ class Danbooru(Site):
     name = "danbooru"
 
     def server_tags(self, include: list[str], exclude: list[str]) -> list[str]:
-        # Negated tags count toward the limit too; they are all checked client-side.
-        return include[:DANBOORU_SERVER_TAGS]
+        """The two tags the server gets: metatags first (only the server can check them), then the
+        first positive tags; every plain tag is checked client-side anyway."""
+        meta = [*(t for t in include if ":" in t), *(f"-{t}" for t in exclude if ":" in t)]
+        if len(meta) > DANBOORU_SERVER_TAGS:
+            raise UserError(
+                f"Danbooru searches at most {DANBOORU_SERVER_TAGS} tags for anonymous and basic accounts, and the "
+                f"metatags {', '.join(meta)} can only be checked by the server.",
+                hint="Keep at most two metatags (use --rating instead of rating: metatags).")
+        plain = [t for t in include if ":" not in t]
+        return [*meta, *plain][:DANBOORU_SERVER_TAGS]
 
     def posts(self, client: Client, include: list[str], exclude: list[str]) -> Iterator[Post]:
         url = f"{self.base}/posts.json"

@@ -120,10 +120,11 @@ def filter_reason(post: Post, options: FetchOptions) -> str | None:
     if options.ratings and post.rating not in options.ratings:
         return f"rating {post.rating or '?'} not wanted"
     tags = post.tags
-    missing = [t for t in options.include if t not in tags]
+    # Metatags ("rating:g", "order:score") are the server's business; they are no post tags.
+    missing = [t for t in options.include if t not in tags and ":" not in t]
     if missing:
         return f"lacks {', '.join(missing)}"
-    hit = [t for t in options.excluded if t in tags]
+    hit = [t for t in options.excluded if t in tags and ":" not in t]
     if hit:
         return f"excluded tag {', '.join(hit)}"
     if options.min_side and post.width and post.height and min(post.width, post.height) < options.min_side:
