@@ -341,3 +341,14 @@ def test_metatags_go_to_the_server_and_are_not_checked_as_tags():
 
     with pytest.raises(UserError, match="metatags"):
         Danbooru().server_tags(["a", "order:score", "rating:g"], ["rating:e"])
+
+
+def test_a_different_file_with_the_same_name_is_never_overwritten(tmp_path):
+    into = tmp_path / "ds" / "2_kazari"
+    into.mkdir(parents=True)
+    (into / "danbooru_110.png").write_bytes(noise_png(99))  # the user's own file under that name
+    with sample_site() as site:
+        site.fail_first.clear()
+        report = fetch(options(site.base_url, limit=1), into, http=FAST)
+    assert (into / "danbooru_110.png").read_bytes() == noise_png(99)
+    assert "not overwritten" in dict(report.failed)[110] and [a.post_id for a in report.saved] == [107]

@@ -297,36 +297,22 @@ def fetch(
                     report.skipped.append((post.id, "removed from the dataset earlier (trash); not fetched again"))
                     progress()
                 continue
-            try:
-                resp, body = client.get(post.file_url or "", api=False)
-            except FetchError as err:
-                report.failed.append((post.id, str(err).split(" kept failing")[0] + ": kept failing"))
+            path = folder / name
+            if path.exists():  # same name, different bytes (the post's file was replaced): keep the user's
+                report.failed.append((post.id, f"{path.name} already exists with other content; not overwritten"))
                 progress()
                 continue
-            if resp.status_code >= 400:
-                report.failed.append((post.id, f"HTTP {resp.status_code} for {redact(post.file_url or '')}"))
+            got = _download(client, post, options.min_side)
+            if isinstance(got, str):
+                (report.skipped if "--min-side" in got else report.failed).append((post.id, got))
                 progress()
                 continue
-            if post.md5 and _md5(body) != post.md5:
-                report.failed.append((post.id, "download does not match the post's md5 (truncated or altered)"))
-                progress()
-                continue
-            try:
-                (w, h), digest = _decode(body)
-            except Exception as err:  # noqa: BLE001 - any decoder failure is about this file
-                report.failed.append((post.id, f"not a readable image ({type(err).__name__})"))
-                progress()
-                continue
-            if options.min_side and min(w, h) < options.min_side:
-                report.skipped.append((post.id, f"{w}x{h} is below --min-side {options.min_side}"))
-                progress()
-                continue
+            body, digest = got
             twin = _near_duplicate(digest, [*known.values(), *removed], options.near_duplicate_distance)
             if twin is not None:
                 report.duplicates.append((post.id, twin if twin.endswith(" (removed)") else key_prefix + twin))
                 progress(f"near-duplicate of {twin}")
                 continue
-            path = folder / name
             atomic_write_bytes(path, body)
             key = key_prefix + name
             append_sources(root, [_record(post, key, digest)])
@@ -354,6 +340,25 @@ def fetch(
         error.report = report  # type: ignore[attr-defined] - what was saved before the failure
         raise error
     return report
+
+
+def _download(client: Client, post: Post, min_side: int) -> tuple[bytes, Any] | str:
+    """(bytes, perceptual hash) of a checked download, or why it is not usable."""
+    try:
+        resp, body = client.get(post.file_url or "", api=False)
+    except FetchError as err:
+        return str(err).split(" kept failing")[0] + ": kept failing"
+    if resp.status_code >= 400:
+        return f"HTTP {resp.status_code} for {redact(post.file_url or '')}"
+    if post.md5 and _md5(body) != post.md5:
+        return "download does not match the post's md5 (truncated or altered)"
+    try:
+        (w, h), digest = _decode(body)
+    except Exception as err:  # noqa: BLE001 - any decoder failure is about this file
+        return f"not a readable image ({type(err).__name__})"
+    if min_side and min(w, h) < min_side:
+        return f"{w}x{h} is below --min-side {min_side}"
+    return body, digest
 
 
 def _with_stem(path: Path) -> Path | None:
