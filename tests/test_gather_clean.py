@@ -213,3 +213,15 @@ def test_cancel_stops_after_the_current_batch_and_keeps_what_is_done(tmp_path, s
     assert report.cancelled and report.changed and report.untouched
     assert len(report.changed) + len(report.untouched) == 6
     assert len(ds.history[-1].extra["files"]) == len(report.changed)  # what was done is one undo step
+
+
+def test_fixed_batch_model_and_bad_input_shapes(tmp_path):
+    fixed = Segmenter(build_colour_key_model(tmp_path / "one.onnx", size=40, batch=1))
+    assert fixed.fixed_batch == 1 and fixed.size == 40
+    batch = np.zeros((3, 3, 40, 40), np.float32)
+    assert fixed.predict(batch).shape == (3, 40, 40)  # split into model-sized calls
+    root = _dataset(tmp_path, {f"{i}.png": subject_picture() for i in range(3)})
+    report = clean_dataset(Dataset.open(root), CleanOptions(remove_bg=True, batch_size=4), fixed)
+    assert len(report.changed) == 3
+    with pytest.raises(UserError, match=r"\[batch, 3, size, size\]"):
+        Segmenter(build_colour_key_model(tmp_path / "dyn.onnx", size="S"))  # type: ignore[arg-type]
