@@ -18,12 +18,13 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tagging import captions
-from tagging.atomic import atomic_write_many
+from tagging.atomic import atomic_write_bytes, atomic_write_many
 from tagging.edits import Change, TagOp
 from tagging.errors import ConflictError, DatasetError, UserError
 from tagging.history import History
@@ -643,6 +644,16 @@ class Dataset:
                 else:
                     txn = self._moves_txn(self._restore_moves(change), lambda: self._restore_item(change))
                 self.history_log.flush(txn)
+        elif change.kind == "images":
+            entries = change.extra["files"]
+            with self.write_lock():
+                for entry in (entries if forward else reversed(entries)):
+                    if forward:
+                        self._redo_replace(entry, change.id)
+                    else:
+                        self._undo_replace(entry, change.id)
+                self._reindex()
+                self.history_log.flush()
 
     # ---- structural edits (take effect on disk at once) ---------------------------------------
     def set_repeats(self, folder_name: str, repeats: int) -> Change:
@@ -793,6 +804,93 @@ class Dataset:
         folder.images.sort(key=lambda i: _natural_key(i.path.name))
         self._reindex()
         self._set_tags({key: change.extra.get("tags", item.tags)})
+
+    # ---- image replacement (background removal, crops): the original is kept ----------------
+    def replace_images(self, new_files: Mapping[str, tuple[str, bytes]], label: str) -> Change:
+        """Replace images' pixels: ``key -> (new file name, bytes)``, as ONE undoable step.
+
+        The new name must keep the stem (so the caption still belongs to it; only the extension may
+        change, e.g. .jpg -> .png for transparency). Each original moves to
+        ``.kazari/originals/images/`` before the new file is written atomically; undo puts the
+        originals back and keeps the replaced files in the trash (redo uses them).
+        """
+        with self.write_lock():
+            return self._replace_images(new_files, label)
+
+    def _replace_images(self, new_files: Mapping[str, tuple[str, bytes]], label: str) -> Change:
+        entries: list[dict[str, Any]] = []
+        change = Change(label=label, kind="images", extra={"files": entries})
+        for key, (new_name, data) in new_files.items():
+            item = self.image(key)
+            if Path(new_name).stem != item.path.stem or "/" in new_name:
+                raise UserError(f"Cannot replace {key} with {new_name!r}: the file name must keep its stem.")
+            new_path = item.folder.path / new_name
+            if new_name != item.name and new_path.exists():
+                raise UserError(f"Cannot replace {key}: {new_path} already exists.",
+                                hint="Move or rename that file, then run the command again.")
+            store = _free_path(self._originals_dir / "images" / _relative_key(key))
+            store.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.move(str(item.path), store)
+                try:
+                    atomic_write_bytes(new_path, data)
+                except BaseException:
+                    shutil.move(str(store), item.path)  # all or nothing for this image
+                    raise
+            except OSError as err:
+                if entries:
+                    self.history_log.record(change)  # the images already replaced stay undoable
+                    self.history_log.flush()
+                raise UserError(f"Cannot replace {item.path}: {err.strerror or err}.",
+                                hint="Check free space and permissions; images done so far are one undo step.") from None
+            entries.append({"key": key, "new_key": self._rekey(item, new_name),
+                            "original": store.relative_to(self.root).as_posix(),
+                            "digest": hashlib.blake2b(data, digest_size=16).hexdigest()})
+        self._reindex()
+        if entries:
+            self.history_log.record(change)
+            self.history_log.flush()
+        return change
+
+    def _rekey(self, item: ImageItem, new_name: str) -> str:
+        old_key = item.key
+        item.key = old_key.rsplit("/", 1)[0] + "/" + new_name if "/" in old_key else new_name
+        item.name = new_name
+        item._moved()
+        item._size = None
+        if old_key in self._dirty:
+            self._dirty.discard(old_key)
+            self._dirty.add(item.key)
+        return item.key
+
+    def _stash_path(self, entry: dict[str, Any], change_id: int) -> Path:
+        # Deterministic (the change id is unique), so redo finds it after a restart too.
+        return self.state_dir / "trash" / "replaced" / str(change_id) / _relative_key(entry["new_key"])
+
+    def _undo_replace(self, entry: dict[str, Any], change_id: int) -> None:
+        item = self.image(entry["new_key"])
+        current = _read_or_none(item.path)
+        if current is None or hashlib.blake2b(current, digest_size=16).hexdigest() != entry["digest"]:
+            raise UserError(f"Cannot undo the replacement of {entry['key']}: {item.path} changed on disk since.",
+                            hint=f"The original is kept in {self.root / entry['original']}.")
+        stash = self._stash_path(entry, change_id)
+        stash.parent.mkdir(parents=True, exist_ok=True)
+        old_path = item.folder.path / entry["key"].rsplit("/", 1)[-1]
+        shutil.move(str(item.path), stash)
+        shutil.move(str(self.root / entry["original"]), old_path)
+        self._rekey(item, old_path.name)
+
+    def _redo_replace(self, entry: dict[str, Any], change_id: int) -> None:
+        item = self.image(entry["key"])
+        stash = self._stash_path(entry, change_id)
+        if not stash.exists():
+            raise UserError(f"Cannot redo the replacement of {entry['key']}: the replaced file is gone from the trash.")
+        new_path = item.folder.path / entry["new_key"].rsplit("/", 1)[-1]
+        store = self.root / entry["original"]
+        store.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(item.path), store)
+        shutil.move(str(stash), new_path)
+        self._rekey(item, new_path.name)
 
     # ---- saving -------------------------------------------------------------------------------
     @property

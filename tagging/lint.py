@@ -250,14 +250,13 @@ def _small(item: Any, w: int, h: int, min_size: int) -> Finding:
 
 def _check_image(item: Any, min_size: int) -> tuple[list[Finding], Any]:
     """Decode one image fully (truncation only shows on a full decode); return findings and its hash."""
-    import imagehash
     from PIL import Image
 
     try:
         with Image.open(item.path) as im:
             im.load()
             w, h = im.size
-            digest = imagehash.phash(im, hash_size=HASH_SIZE).hash.flatten()
+            digest = perceptual_hash(im)
     except OSError as err:
         truncated = "truncated" in str(err).lower()
         return [_finding(
@@ -269,6 +268,18 @@ def _check_image(item: Any, min_size: int) -> tuple[list[Finding], Any]:
             "image-corrupt", item.path, f"{item.path} cannot be decoded ({err}); re-export or trash it.", item.key,
         )], None
     return ([_small(item, w, h, min_size)] if min(w, h) < min_size else []), digest
+
+
+def perceptual_hash(image: Any) -> Any:
+    """The near-duplicate hash lint uses (256-bit pHash) as a flat bool array."""
+    import imagehash
+
+    return imagehash.phash(image, hash_size=HASH_SIZE).hash.flatten()
+
+
+def hash_distance(a: Any, b: Any) -> int:
+    """Hamming distance of two :func:`perceptual_hash` values (0 = same picture)."""
+    return int((a != b).sum())
 
 
 def _image_findings(

@@ -19,6 +19,7 @@ from tui.help import BindingsProvider, HelpScreen, describe_bindings
 from tui.logcapture import LogSink, capture_python_logging
 from tui.screens.config.screen import ConfigScreen
 from tui.screens.dataset.screen import DatasetScreen
+from tui.screens.gather.screen import GatherScreen
 from tui.screens.grid.screen import GridScreen
 from tui.screens.tagger.screen import TaggerScreen
 from tui.screens.tags.screen import TagsScreen
@@ -27,12 +28,13 @@ from tui.session import Session
 from tui.training import TrainingController
 from tui.widgets.dialogs import BusyScreen, ChoiceScreen, ConfirmScreen
 from tui.widgets.logview import LogScreen
+from tui.widgets.modebar import EXTRA_MODES
 from tui.widgets.modebar import MODES as MODE_KEYS
 from tui.workspace import Workspace
 
 HELP_NOTES = (
-    "Modes: 1 Dataset · 2 Tagger · 3 Tags · 4 Config · 5 Train · 6 Grid, in the order the loop runs "
-    "(while typing in a field, alt+1..6 switch, or Escape leaves the field). Tab / shift+tab move between panes and fields (the Dataset screen's tag "
+    "Modes: 1 Dataset · 2 Tagger · 3 Tags · 4 Config · 5 Train · 6 Grid, in the order the loop runs, and 7 Gather "
+    "(fetch and clean images). While typing in a field, alt+1..7 switch, or Escape leaves the field. Tab / shift+tab move between panes and fields (the Dataset screen's tag "
     "list, the Tagger's thresholds, the Config form). ctrl+p opens the command palette with every action of the current screen; "
     "ctrl+l shows the log (library output never paints over the screen); ctrl+q quits (asks first "
     "about unsaved captions or config edits, and while training, whose run it stops and saves)."
@@ -52,17 +54,18 @@ class KazariApp(App[None]):
         "config": ConfigScreen,
         "train": TrainScreen,
         "grid": GridScreen,
+        "gather": GatherScreen,
     }
     BINDINGS = [
         *(
             Binding(key, f"switch_mode('{name}')", label, show=False, id=f"mode-{name}")
-            for name, key, label in MODE_KEYS
+            for name, key, label in (*MODE_KEYS, *EXTRA_MODES)
         ),
         # From inside a text field the digit is typed; alt+digit switches anyway.
         *(
             Binding(f"alt+{key}", f"switch_mode('{name}')", label, show=False, priority=True,
                     id=f"mode-alt-{name}")
-            for name, key, label in MODE_KEYS
+            for name, key, label in (*MODE_KEYS, *EXTRA_MODES)
         ),
         Binding("f1,question_mark", "help", "Help", id="help"),
         Binding("ctrl+l", "show_log", "Log", id="log"),

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from tagging.errors import UserError
 
 # Order = order in `kazari --help`.
-COMMAND_MODULES = ("dataset", "tag", "config", "train", "grid", "judge", "model", "doctor", "open", "demo")
+COMMAND_MODULES = ("fetch", "clean", "dataset", "tag", "config", "train", "grid", "judge", "model", "doctor", "open",
+                   "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

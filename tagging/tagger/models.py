@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tagging.errors import UserError
+from tagging.hub import hf_offline, hub_files
 
 MODEL_FILE = "model.onnx"
 WD14_TAGS = "selected_tags.csv"
@@ -96,9 +97,7 @@ def _from_folder(folder: Path, name: str) -> ModelFiles:
 
 
 def _hf_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    return hf_offline()
 
 
 def _download_hint(repo: str) -> str:
@@ -111,31 +110,10 @@ def _download_hint(repo: str) -> str:
 
 
 def _from_hub(repo: str, name: str, cache_dir: Path | None) -> ModelFiles:
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:  # pragma: no cover - it is a declared dependency
-        raise UserError(f"Model {name!r} is a Hugging Face repo but huggingface_hub is not installed.",
-                        hint=_download_hint(repo)) from None
-
-    def fetch(offline: bool) -> ModelFiles:
-        paths = [Path(hf_hub_download(repo, f, cache_dir=cache_dir, local_files_only=offline))
-                 for f in (MODEL_FILE, WD14_TAGS)]
-        snapshot = paths[0].parent.name[:12]  # commit hash of the snapshot folder
-        return ModelFiles(paths[0], paths[1], name, f"{_readable(repo)}-{snapshot}-{fingerprint(*paths)}")
-
-    try:
-        return fetch(offline=True)  # cached: no network at all
-    except Exception:
-        pass
-    if _hf_offline():
-        raise UserError(f"Model {name!r} ({repo}) is not in the Hugging Face cache and downloads are "
-                        "disabled (HF_HUB_OFFLINE is set).", hint=_download_hint(repo))
-    try:
-        return fetch(offline=False)
-    except Exception as err:  # network down, repo gone, disk full: all fixable by the user
-        raise UserError(f"Could not download model {name!r} ({repo}): {type(err).__name__}: "
-                        f"{str(err).splitlines()[0] if str(err) else 'no details'}.",
-                        hint=_download_hint(repo)) from None
+    paths = hub_files(repo, (MODEL_FILE, WD14_TAGS), name=name, hint=_download_hint(repo),
+                      cache_dir=cache_dir, offline=lambda: _hf_offline())
+    snapshot = paths[0].parent.name[:12]  # commit hash of the snapshot folder
+    return ModelFiles(paths[0], paths[1], name, f"{_readable(repo)}-{snapshot}-{fingerprint(*paths)}")
 
 
 def resolve_model(spec: str | Path, *, cache_dir: Path | None = None) -> ModelFiles:

@@ -15,6 +15,8 @@ MODES = (
     ("train", "5", "Train"),
     ("grid", "6", "Grid"),
 )
+# Modes with a key that the bar names only while they are active (keeps the bar within 80 columns).
+EXTRA_MODES = (("gather", "7", "Gather"),)
 
 
 class ModeBar(Static):
@@ -31,7 +33,8 @@ class ModeBar(Static):
 
     def redraw(self, status: str = "") -> None:
         text = Text()
-        for name, key, label in MODES:
+        shown = [*MODES, *(m for m in EXTRA_MODES if m[0] == self.active)]
+        for name, key, label in shown:
             style = "bold reverse" if name == self.active else ""
             text.append(f" {key} {label} ", style=style)
         if status:

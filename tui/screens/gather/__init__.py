@@ -1,0 +1,1 @@
+"""The Gather/Clean screen: fetch from a booru, review arrivals, remove backgrounds."""
