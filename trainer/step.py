@@ -122,6 +122,7 @@ class StepOptions:
     foreach_optimizer: bool = True
     compile: bool = False
     compile_mode: str | None = None
+    compile_backend: str | None = None  # None = inductor; tests use "aot_eager" (same graph, no codegen)
 
     @classmethod
     def baseline(cls) -> StepOptions:
@@ -161,7 +162,10 @@ class TrainStep:
         self.model = unet
         if self.options.compile:
             mode = self.options.compile_mode
-            self.model = torch.compile(unet, fullgraph=True, **({"mode": mode} if mode else {}))
+            extra = {"mode": mode} if mode else {}
+            if self.options.compile_backend:
+                extra["backend"] = self.options.compile_backend
+            self.model = torch.compile(unet, fullgraph=True, **extra)
 
     def forward_backward(self, latents: torch.Tensor, cond: torch.Tensor,
                          sample_weights: torch.Tensor | None = None) -> torch.Tensor:
