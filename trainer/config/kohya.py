@@ -258,7 +258,7 @@ def import_kohya_args(flat: dict[str, Any], *, source: str = "sd-scripts config"
     for name, value in kazari_extra.items():
         key = {"kazari_device": "training.device", "kazari_tokenizer": "model.tokenizer",
                "kazari_sample_prompts": "sample.sample_prompts", "kazari_attention": "training.attention",
-               "kazari_output_dir": "output.output_dir"}.get(name)
+               "kazari_output_dir": "output.output_dir", "kazari_compile": "training.compile"}.get(name)
         if key is None:
             unmapped[name] = value
         else:
