@@ -14,7 +14,7 @@ from trainer.config.render import render_toml
 
 # The names docs/architecture.md promises to the trainer and the TUI.
 ARCHITECTURE_KEYS = {
-    "model": ["pretrained_model", "vae", "tokenizer"],
+    "model": ["pretrained_model", "vae", "tokenizer", "use_ema"],
     "dataset": ["train_data_dir", "reg_data_dir", "resolution", "caption_extension", "shuffle_caption",
                 "keep_tokens", "caption_dropout_rate", "caption_tag_dropout_rate",
                 "caption_dropout_every_n_epochs", "flip_aug", "enable_bucket", "min_bucket_reso",

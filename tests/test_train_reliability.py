@@ -130,10 +130,23 @@ def test_a_run_cleans_the_temp_state_of_a_killed_save(env, stopped: Path, tmp_pa
 
 
 # ----- hole 4: TERM / HUP, the newest state, bare --resume ---------------------------------------------
-def test_sigterm_saves_a_state_and_bare_resume_finishes_identically(env, tmp_path: Path, capsys) -> None:
+def test_sigterm_saves_a_state_and_bare_resume_finishes_identically(env, tmp_path: Path, capsys,
+                                                                      monkeypatch) -> None:
     from trainer.config import render_toml
     from tui.cli import main
 
+    # Bit-identical needs the same float reduction order: one thread here, in the child, and in
+    # the in-process resume (kazari's thread plan reads KAZARI_THREADS).
+    monkeypatch.setenv("KAZARI_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _sigterm_then_resume(env, tmp_path, capsys, render_toml, main)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sigterm_then_resume(env, tmp_path: Path, capsys, render_toml, main) -> None:
     ref, _ = _run(_cfg(env, tmp_path / "ref"))
     assert isinstance(ref, ev.Finished) and ref.step == 6
 

@@ -53,7 +53,7 @@ def test_workbench_runs_inside_tmux(tmp_path: Path) -> None:
         rows = screen.rstrip("\n").split("\n")
         assert len(rows) == 30 and "Filter" in rows[-1], screen
         assert max(len(r.rstrip()) for r in rows) > 80, screen
-        tmux("send-keys", "-t", "k", "2")
+        tmux("send-keys", "-t", "k", "3")  # 3 = Tags (the screens follow the loop)
         screen = tmux.wait_for("suggested")
         assert "hair_flower" in screen
         tmux("send-keys", "-t", "k", "f1")
