@@ -205,3 +205,35 @@ def test_rebuilding_a_grid_keeps_the_previous_one_numbered(run, tmp_path):
     assert json.loads((out / "index.json").read_text())["weights"] == [0.5]
     render_run_grid(source, files, [PROMPT], weights=[1], seeds=[1], out_dir=out)
     assert (tmp_path / "grid-2" / "index.json").is_file()
+
+
+@pytest.mark.parametrize("front", ["config", "cli"])
+def test_grid_loads_the_ema_unet_when_the_config_trained_on_it(run, tmp_path, monkeypatch, front):
+    # [model] use_ema picks the U-Net the LoRA was trained on; the grid must load the same one.
+    import trainer.models
+    from trainer.config import load_config
+    from trainer.grid import GridSource, load_base
+
+    seen: dict = {}
+
+    def fake_load_sd1(path, **kw):
+        seen.update(kw)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(trainer.models, "load_sd1", fake_load_sd1)
+    cfg = tmp_path / "char.toml"
+    cfg.write_text(
+        f'[model]\npretrained_model = "{run["folder"].as_posix()}"\nuse_ema = true\n'
+        f'[dataset]\ntrain_data_dir = "{(tmp_path / "data").as_posix()}"\n'
+        f'[output]\noutput_dir = "{run["run"].as_posix()}"\n'
+        '[sample]\nsample_prompts = ["1girl --w 64 --h 64 --s 2"]\n',
+        encoding="utf-8",
+    )
+    if front == "config":
+        with pytest.raises(UserError, match="stop here"):
+            load_base(GridSource.from_config(load_config(cfg, check=False), device="cpu"))
+    else:
+        from tui.cli import main
+
+        assert main(["grid", str(cfg), "--weights", "1", "-o", str(tmp_path / "g"), "--device", "cpu"]) == 2
+    assert seen["use_ema"] is True

@@ -365,6 +365,7 @@ class GridSource:
     max_token_length: int | None = 75
     sampler: str = "euler_a"
     output_name: str | None = None
+    use_ema: bool = False  # [model] use_ema: the grid must draw with the U-Net the LoRA was trained on
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> GridSource:
@@ -374,7 +375,7 @@ class GridSource:
         values = dict(model=cfg.model.pretrained_model, vae=cfg.model.vae, tokenizer=cfg.model.tokenizer,
                       device=cfg.training.device, clip_skip=cfg.training.clip_skip,
                       max_token_length=cfg.dataset.max_token_length, sampler=cfg.sample.sample_sampler,
-                      output_name=cfg.output.output_name)
+                      output_name=cfg.output.output_name, use_ema=cfg.model.use_ema)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -397,7 +398,7 @@ def load_base(source: GridSource) -> SD1Bundle:
     device, dtype = pick_device(source.device)
     # The VAE stays fp32: fp16 SD VAEs overflow into NaN (black) images.
     return load_sd1(source.model, vae=source.vae, tokenizer=source.tokenizer, dtype=dtype, device=device,
-                    vae_dtype=torch.float32)
+                    vae_dtype=torch.float32, use_ema=source.use_ema)
 
 
 def keep_previous_grid(out_dir: Path) -> Path | None:

@@ -783,8 +783,4 @@ class _Ctx:
         self.__dict__.update(kw)
 
 
-def dtype_of(name: str) -> torch.dtype:
-    return _DTYPES[name]
-
-
-__all__ = ["TrainingRun", "NonFiniteLoss", "dtype_of", "keep_previous_outputs"]
+__all__ = ["TrainingRun", "NonFiniteLoss", "keep_previous_outputs"]

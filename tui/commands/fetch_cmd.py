@@ -14,27 +14,9 @@ import sys
 import threading
 from pathlib import Path
 
+from tui.commands.argtypes import positive_int, seconds
+
 JSON_VERSION = 1
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 3600 seconds")
-    return value
 
 
 def _list(text: str) -> list[str]:
@@ -58,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--site", choices=SITES, default="danbooru", help="which site software (default danbooru)")
     p.add_argument("--base-url", metavar="URL", default=None,
                    help="another instance of the same software (a mirror, a self-hosted booru)")
-    p.add_argument("--limit", type=_positive, default=40, metavar="N", help="images wanted in the folder (default 40)")
+    p.add_argument("--limit", type=positive_int, default=40, metavar="N", help="images wanted in the folder (default 40)")
     p.add_argument("--rating", type=_list, default=None, metavar="g,s",
                    help="keep only these ratings (g general, s sensitive, q questionable, e explicit)")
     p.add_argument("--min-side", type=int, default=512, metavar="PX", help="skip images whose short side is smaller (default 512)")
@@ -70,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="first tag of every caption (default: the character profile's, else the folder's)")
     p.add_argument("--caption", choices=CAPTION_MODES, default="tags", help="write captions from the post tags (default) or none")
     p.add_argument("--copyright", action="store_true", help="also put the copyright (series) tags into captions")
-    p.add_argument("--interval", type=_seconds, default=HttpOptions.interval, metavar="S",
+    p.add_argument("--interval", type=seconds, default=HttpOptions.interval, metavar="S",
                    help=f"seconds between requests (default {HttpOptions.interval})")
     p.add_argument("--json", action="store_true", help="print a JSON report (stable; see docs/cli.md)")
     p.set_defaults(func=run)

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _settings(args: argparse.Namespace) -> dict:
     src: Path = args.source
     s: dict = {"clip_skip": None, "max_token_length": 75, "prompts": None, "sampler": None, "vae": None,
-               "tokenizer": args.tokenizer, "model": args.model, "run_dir": None, "output_name": None}
+               "tokenizer": args.tokenizer, "model": args.model, "run_dir": None, "output_name": None, "use_ema": False}
     if src.is_file() and src.suffix.lower() == ".toml":
         from trainer.config import load_config
 
@@ -72,6 +72,7 @@ def _settings(args: argparse.Namespace) -> dict:
             max_token_length=cfg.dataset.max_token_length,
             prompts=cfg.sample.sample_prompts or None,
             sampler=cfg.sample.sample_sampler,
+            use_ema=cfg.model.use_ema,
         )
     elif src.is_dir():
         s["run_dir"] = src
@@ -106,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     load_prompts(prompts)  # a bad line (or a --w 100000) fails now, before the model loads
     source = GridSource(model=s["model"], vae=s["vae"], tokenizer=s["tokenizer"], device=args.device,
                         clip_skip=s["clip_skip"], max_token_length=s["max_token_length"],
-                        sampler=args.sampler or s["sampler"] or "euler_a", output_name=s["output_name"])
+                        sampler=args.sampler or s["sampler"] or "euler_a", output_name=s["output_name"],
+                        use_ema=s["use_ema"])
     bundle = load_base(source)
 
     live = sys.stderr.isatty()  # a log file gets one line per cell, not a run of carriage returns

@@ -14,6 +14,7 @@ import threading
 from contextlib import contextmanager
 
 from tagging.errors import UserError
+from tui.commands.argtypes import positive_int
 
 JSON_VERSION = 1
 
@@ -27,16 +28,6 @@ def _threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number (use e.g. 0.35)")
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative; thresholds are 0..1 (above 1 disables the category)")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return value
 
 
@@ -69,9 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "tags are only suggested, and the trigger stays first)")
     p.add_argument("--spaces", action="store_true", help="write 'long hair' instead of 'long_hair' (kaomoji kept)")
     p.add_argument("--ratings", action="store_true", help="append the top rating tag")
-    p.add_argument("--max-tags", type=_positive, default=None, metavar="N",
+    p.add_argument("--max-tags", type=positive_int, default=None, metavar="N",
                    help="keep at most N general+character tags per image (highest scores)")
-    p.add_argument("--batch", type=_positive, default=8, metavar="N", help="images per model call (default 8)")
+    p.add_argument("--batch", type=positive_int, default=8, metavar="N", help="images per model call (default 8)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="onnxruntime device (auto: CUDA if onnxruntime-gpu sees a GPU, else CPU)")
     p.add_argument("--profile", choices=("auto", "wd14", "deepdanbooru"), default="auto",
