@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean-venv torch
+.PHONY: demo open test test-fast lint bench clean-venv torch
 
 # torch first, picked for this machine by trainer/torch_wheel.py (standard library only): the
 # CUDA build the NVIDIA driver can run, else the CPU pin; CI (CI=true) always gets the CPU pin.
@@ -25,6 +25,12 @@ torch: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/kazari demo
+
+# Reopen the workbench: `make open` (the demo workspace) or `make open DATASET=~/datasets/kazari`.
+# The venv's kazari is not on PATH; this (or `.venv/bin/kazari open DIR`) is the runnable command.
+DATASET ?= kazari-demo
+open: $(STAMP)
+	$(BIN)/kazari open "$(DATASET)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

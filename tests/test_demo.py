@@ -45,3 +45,42 @@ def test_demo_creates_a_usable_workspace_and_reuses_it(tmp_path: Path, capsys) -
     assert after == before  # nothing re-created or rewritten
     assert (root / "kazari.toml").stat().st_mtime_ns == edited
     assert (root / "kazari.toml").read_text().endswith("# my edit\n")
+
+
+def test_demo_prints_a_command_that_runs_from_the_shell(tmp_path: Path, capsys, monkeypatch) -> None:
+    """After `make demo` kazari lives in .venv/bin, not on PATH: the hint must name that script."""
+    import sys
+
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    script = venv_bin / "kazari"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    (tmp_path / "Makefile").write_text("open:\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("MAKELEVEL", "1")
+    monkeypatch.setattr(sys, "argv", [str(script), "demo"])
+    from tui.demo import create_demo
+
+    create_demo(tmp_path / "kazari-demo")  # the slow part once; main() below reuses it
+    assert main(["demo", "kazari-demo", "--no-open"]) == 0
+    err = capsys.readouterr().err
+    assert "`.venv/bin/kazari open kazari-demo`" in err
+    assert "`make open`" in err
+    assert "`kazari open" not in err
+
+
+def test_kazari_command_is_plain_when_the_script_is_on_path(tmp_path: Path, monkeypatch) -> None:
+    from tui.commands.invocation import kazari_command
+
+    script = tmp_path / "kazari"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert kazari_command(str(script)) == "kazari"
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.chdir(tmp_path.parent)
+    assert kazari_command(str(script)) == f"{tmp_path.name}/kazari"
+    monkeypatch.chdir(tmp_path)
+    assert kazari_command(str(script)) == "./kazari"  # a bare name would be looked up on PATH

@@ -30,8 +30,10 @@ def run(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"kazari demo: {message}", file=sys.stderr, flush=True)
 
+    from tui.commands.invocation import open_hint
+
     config = create_demo(args.dir, progress)
-    print(f"kazari demo: workspace ready in {config.parent} (open it again with `kazari open {config.parent}`)",
+    print(f"kazari demo: workspace ready in {config.parent} (open it again with {open_hint(config.parent)})",
           file=sys.stderr)
     if args.no_open:
         return 0
