@@ -104,6 +104,9 @@ def test_filter_move_tag_and_trash_with_undo(workspace: Path) -> None:
         await pilot.press("u")
         await pilot.pause()
         assert image.exists() and len(screen.visible_keys) == 6
+        # A trash changes no caption (its Change has length 0), yet it was undone: say so.
+        shown = [n.message for n in app._notifications]
+        assert any(m.startswith("undone: ") for m in shown) and "nothing to undo" not in shown
 
     _run(app, scenario)
 

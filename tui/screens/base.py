@@ -140,7 +140,7 @@ class KazariScreen(Screen):
         except UserError as err:
             self.show_error(err)
             return
-        self.notify(f"undone: {change.label}" if change else "nothing to undo")
+        self.notify(f"undone: {change.label}" if change is not None else "nothing to undo")
         self.after_history_change()
 
     def do_redo(self) -> None:
@@ -152,7 +152,7 @@ class KazariScreen(Screen):
         except UserError as err:
             self.show_error(err)
             return
-        self.notify(f"redone: {change.label}" if change else "nothing to redo")
+        self.notify(f"redone: {change.label}" if change is not None else "nothing to redo")
         self.after_history_change()
 
     def after_history_change(self) -> None:
