@@ -283,3 +283,36 @@ def test_loader_worker_keys_are_visibly_ignored() -> None:
     issues = [i for i in check_config(cfg, files=False) if i.key == "dataset.max_data_loader_n_workers"]
     assert [i.severity for i in issues] == ["warning"] and "ignored" in issues[0].message
     assert not [i for i in check_config(preset("low-vram"), files=False) if i.code == "ignored"]
+
+
+def test_every_kind_of_mistake_is_reported_in_one_pass(tmp_path):
+    # A wrong type used to stop the check there: the resolution and the missing model were only
+    # reported after the user fixed it (one round per kind of mistake).
+    make_images(tmp_path / "data" / "10_kazari", [(64, 64)])
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[dataset]\ntrain_data_dir = "data"\nresolution = "700,700"\n'
+                   '[network]\nnetwork_dim = "abc"\n'
+                   '[training]\nlearning_rat = 1e-4\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    keys = {i.key for i in err.value.issues}
+    assert {"training.learning_rat", "network.network_dim", "dataset.resolution", "model.pretrained_model"} <= keys
+    # the defaulted network_dim is not judged again by the consistency checks
+    assert [i.key for i in err.value.issues].count("network.network_dim") == 1
+
+    from trainer.config import ConfigDocument
+
+    assert {i.key for i in ConfigDocument.load(cfg).issues()} == keys
+
+
+@pytest.mark.parametrize("wrong, section, expected", [
+    ("training.learning_rat", "training", "optimizer.learning_rate"),  # was min_snr_gamma
+    ("optimizer.learning_rat", "optimizer", "optimizer.learning_rate"),
+    ("dataset.resolutoin", "dataset", "dataset.resolution"),
+    ("training.mixed_precison", "training", "training.mixed_precision"),
+    ("training.zzzz", "training", None),  # nothing is close: no made-up suggestion
+])
+def test_unknown_key_suggestion_by_edit_distance_own_section_first(wrong, section, expected):
+    from trainer.config.schema import suggest_key
+
+    assert suggest_key(wrong, section) == expected

@@ -19,7 +19,14 @@ from tagging.atomic import atomic_write_text
 from tagging.errors import ConflictError, UserError
 from trainer.config.errors import ConfigError, ConfigIssue
 from trainer.config.lines import line_of
-from trainer.config.loading import parse_toml, plain_value, read_text, validate_data, validate_known
+from trainer.config.loading import (
+    checks_of_the_rest,
+    parse_toml,
+    plain_value,
+    read_text,
+    validate_checkable,
+    validate_data,
+)
 from trainer.config.render import render_toml
 from trainer.config.schema import FieldSpec, TrainConfig, field_spec, split_key, toml_value
 
@@ -152,16 +159,17 @@ class ConfigDocument:
         return spec.default
 
     def issues(self, *, check: bool = True, dataset: bool = True) -> list[ConfigIssue]:
-        """Every problem: syntax/schema errors, then (when those pass) file-system and consistency checks."""
-        cfg, issues = validate_known(self.data(), self.text, self.path)
+        """Every problem at once: unknown keys, wrong types and values, file-system and consistency checks."""
+        cfg, issues, bad = validate_checkable(self.data(), self.text, self.path)
         if cfg is None or not check:
             return issues
         from trainer.config.checks import check_config
 
-        # Unknown keys (already in ``issues``) must not hide the checks of the keys that are known.
+        # Unknown keys and bad values (already in ``issues``) must not hide the checks of the rest.
         resolved = cfg.resolve_paths(self.path.resolve().parent)
         resolved._source = self.path
-        return issues + check_config(resolved, text=self.text, path=self.path, dataset=dataset)
+        found = check_config(resolved, text=self.text, path=self.path, dataset=dataset)
+        return issues + checks_of_the_rest(found, bad)
 
     # --- editing ----------------------------------------------------------------------------
 

@@ -176,25 +176,48 @@ def validate_known(data: dict[str, Any], text: str = "", path: Path | None = Non
     """Like :func:`validate_data`, but the config of the *known* keys is returned even when there are
     unknown keys (it is None only on type/value errors), so that a typo does not hide the
     consistency checks of the rest of the file."""
+    cfg, issues, bad = validate_checkable(data, text, path)
+    return (None if bad else cfg), issues
+
+
+def validate_checkable(data: dict[str, Any], text: str = "", path: Path | None = None
+                       ) -> tuple[TrainConfig | None, list[ConfigIssue], set[str]]:
+    """The config of every key that passed its own check, the issues, and the keys that failed.
+
+    A key with a wrong type or value falls back to its default here, so that the consistency
+    checks (resolution, required keys...) of the rest of the file run in the same pass: the user
+    sees every mistake at once instead of one round per kind. Callers drop the check issues of the
+    ``bad`` keys (they would judge the default, not what the user wrote).
+    """
     issues = structure_issues(data, text, path)
     known = {
         section: {k: v for k, v in table.items() if k in SECTIONS[section].model_fields}
         for section, table in data.items()
         if section in SECTIONS and isinstance(table, dict)
     }
-    try:
-        cfg = TrainConfig.model_validate(known)
-    except ValidationError as exc:
-        seen: set[str] = set()
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"][:2])
-            if key in seen:
-                continue  # one message per key (unions report once per member)
-            seen.add(key)
-            issues.append(_pydantic_issue(err, known, text, path))
-        return None, issues
-    cfg._source = path
-    return cfg, issues
+    bad: set[str] = set()
+    for _ in range(4):  # a section-level rule can fail only once the key-level ones pass
+        try:
+            cfg = TrainConfig.model_validate(known)
+        except ValidationError as exc:
+            for err in exc.errors():
+                key = ".".join(str(p) for p in err["loc"][:2])
+                if key in bad:
+                    continue  # one message per key (unions report once per member)
+                bad.add(key)
+                issues.append(_pydantic_issue(err, known, text, path))
+            known = {section: ({} if section in bad else {k: v for k, v in table.items()
+                                                           if f"{section}.{k}" not in bad})
+                     for section, table in known.items()}
+            continue
+        cfg._source = path
+        return cfg, issues, bad
+    return None, issues, bad
+
+
+def checks_of_the_rest(issues: list[ConfigIssue], bad: set[str]) -> list[ConfigIssue]:
+    """Check issues minus those about keys that failed their type/value check (see above)."""
+    return [i for i in issues if i.key not in bad and i.key.partition(".")[0] not in bad]
 
 
 def parse_config_text(text: str, path: Path | None = None) -> tuple[TrainConfig | None, list[ConfigIssue]]:
@@ -213,16 +236,17 @@ def load_config(path: Path | str, *, check: bool = True, dataset: bool = True) -
     """
     path = Path(path)
     text = read_text(path)
-    cfg, issues = validate_known(plain_value(parse_toml(text, path)), text, path)
+    cfg, issues, bad = validate_checkable(plain_value(parse_toml(text, path)), text, path)
     if cfg is None or (issues and not check):
         raise ConfigError(issues, path=path)
     cfg = _resolved(cfg, path)
     if check:
         from trainer.config.checks import check_config
 
-        # Unknown keys are reported together with the other mistakes, not one round at a time.
-        found = issues + check_config(cfg, text=text, path=path, dataset=dataset)
-        if any(i.severity == "error" for i in found):
+        # Unknown keys and wrong types are reported together with the other mistakes, not one
+        # round at a time.
+        found = issues + checks_of_the_rest(check_config(cfg, text=text, path=path, dataset=dataset), bad)
+        if bad or any(i.severity == "error" for i in found):
             raise ConfigError(found, path=path)
     return cfg
 

@@ -10,7 +10,6 @@ later); paths are the exception, a TOML string is the only way to write one.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -546,9 +545,27 @@ def suggest_key(wrong: str, section: str | None = None) -> str | None:
     section_guess = wrong.partition(".")[0] if "." in wrong else section
     if section_guess and f"{section_guess}_{name}" in names:  # network.dim -> network.network_dim
         return names[f"{section_guess}_{name}"]
-    pool = keys if section is None else [k for k in keys if k.startswith(section + ".")] or keys
-    match = difflib.get_close_matches(wrong, pool, n=1, cutoff=0.6)
-    if match:
-        return match[0]
-    match = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
-    return names[match[0]] if match else None
+    # Compare key names, not dotted keys: a shared "training." prefix made `learning_rat` under
+    # [training] look closest to `min_snr_gamma`. The section's own keys win when one is close enough.
+    limit = max(1, len(name) // 3)
+    own = [k for k in keys if section is not None and k.startswith(section + ".")]
+    for pool in (own, keys):
+        scored = sorted((edit_distance(name, k.rpartition(".")[2]), k) for k in pool)
+        if scored and scored[0][0] <= limit:
+            return scored[0][1]
+    return None
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions, and swaps of neighbours count 1)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, previous2[j - 2] + 1)
+            row.append(cost)
+        previous2, previous = previous, row
+    return previous[-1]
