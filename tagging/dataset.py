@@ -73,6 +73,23 @@ def parse_folder_name(name: str) -> tuple[int, str] | None:
         return None
 
 
+def holds_dataset(folder: Path | str) -> bool:
+    """True when ``folder`` is a dataset root: it has a kohya ``N_name`` sub-folder, or images directly
+    in it (a plain folder, read with 1 repeat). The one rule the CLI and the workbench use to find it."""
+    try:
+        with os.scandir(Path(folder).expanduser()) as it:
+            entries = [e for e in it if not e.name.startswith(".")]
+    except OSError:
+        return False
+    for entry in entries:
+        if _is_dir(entry):
+            if parse_folder_name(entry.name) is not None:
+                return True
+        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A file or folder that sd-scripts would skip or treat specially, with the reason."""

@@ -336,3 +336,38 @@ def test_recovered_save_and_a_busy_lock_are_shown(workspace: Path, monkeypatch) 
             proc.wait(timeout=30)
 
     _run(app, scenario)
+
+
+def test_a_plain_image_folder_opens_as_the_cli_reads_it(tmp_path: Path) -> None:
+    # `kazari dataset info` reads images lying directly in a folder; the workbench refused them.
+    from PIL import Image
+
+    from tagging.dataset import Dataset
+
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64), (i * 60, 90, 160)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text("1girl, solo")
+    app = make_app(folder, log_to_file=False)
+
+    async def scenario(app, pilot) -> None:
+        assert app.session.dataset is not None
+        assert len(app.session.dataset.images) == len(Dataset.open(folder).images) == 3
+
+    _run(app, scenario)
+
+
+def test_no_dataset_message_is_shown_whole_at_80x24_and_writes_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "notes"
+    empty.mkdir()
+    (empty / "readme.md").write_text("not a dataset")
+    app = make_app(empty, log_to_file=False)
+
+    async def scenario(app, pilot) -> None:
+        text = " ".join(screen_text(app).split())
+        assert "No dataset in" in text
+        assert "creates an example workspace." in text  # the end of the paragraph, not cut off
+
+    _run(app, scenario, size=(80, 24))
+    assert not (empty / ".kazari").exists()

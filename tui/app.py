@@ -30,7 +30,7 @@ from tui.widgets.dialogs import BusyScreen, ChoiceScreen, ConfirmScreen
 from tui.widgets.logview import LogScreen
 from tui.widgets.modebar import EXTRA_MODES
 from tui.widgets.modebar import MODES as MODE_KEYS
-from tui.workspace import Workspace
+from tui.workspace import Workspace, no_dataset_message
 
 HELP_NOTES = (
     "Modes: 1 Dataset · 2 Tagger · 3 Tags · 4 Config · 5 Train · 6 Grid, in the order the loop runs, and 7 Gather "
@@ -102,11 +102,7 @@ class KazariApp(App[None]):
         if session.loading:
             return
         if session.workspace.dataset_root is None:
-            session.dataset_error = (
-                f"No dataset in {session.workspace.root}: expected kohya folders such as '10_name/' "
-                "there or in 'dataset/', or [dataset] train_data_dir in kazari.toml. "
-                "`kazari demo` creates an example workspace."
-            )
+            session.dataset_error = no_dataset_message(session.workspace.root)
             return
         session.loading = True
 

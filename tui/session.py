@@ -54,11 +54,9 @@ class Session:
         from tagging.errors import DatasetError
 
         if self.workspace.dataset_root is None:
-            raise DatasetError(
-                f"No dataset found in {self.workspace.root}: expected kohya folders such as "
-                "'10_name/' there, in 'dataset/', or a [dataset] train_data_dir in kazari.toml. "
-                "Run `kazari open DATASET_ROOT` or `kazari demo` to create an example."
-            )
+            from tui.workspace import no_dataset_message
+
+            raise DatasetError(no_dataset_message(self.workspace.root))
         try:
             ds = Dataset.open(self.workspace.dataset_root)
         except DatasetError as err:

@@ -7,12 +7,10 @@ tests can resolve a workspace without starting the UI.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 CONFIG_NAME = "kazari.toml"
-_REPEAT_FOLDER = re.compile(r"^\d+_.+")
 
 
 @dataclass(frozen=True)
@@ -42,11 +40,19 @@ class Workspace:
 
 
 def looks_like_dataset(folder: Path) -> bool:
-    """True when ``folder`` holds at least one kohya ``N_name`` sub-folder."""
-    try:
-        return any(p.is_dir() and _REPEAT_FOLDER.match(p.name) for p in folder.iterdir())
-    except OSError:
-        return False
+    """True when ``folder`` is a dataset root (kohya ``N_name`` folders or a plain image folder)."""
+    from tagging.dataset import holds_dataset
+
+    return holds_dataset(folder)
+
+
+def no_dataset_message(root: Path) -> str:
+    """What the workbench says when ``root`` holds no dataset (the same rule as ``kazari dataset``)."""
+    return (
+        f"No dataset in {root}: expected images, or kohya folders such as '10_name/', there or in "
+        "'dataset/', or [dataset] train_data_dir in kazari.toml. Open another folder with "
+        "`kazari open DATASET_ROOT`; `kazari demo` creates an example workspace."
+    )
 
 
 def resolve_workspace(root: Path | str | None = None, config: Path | str | None = None) -> Workspace:

@@ -30,7 +30,9 @@ class DatasetScreen(KazariScreen):
     DatasetScreen #ds-filter { height: 1; border: none; padding: 0 1; }
     DatasetScreen #ds-preview { height: 1fr; min-height: 6; }
     DatasetScreen #ds-tags { height: 1fr; border: none; }
-    DatasetScreen #ds-summary, DatasetScreen #ds-lint { height: 1; padding: 0 1; }
+    DatasetScreen #ds-lint { height: 1; padding: 0 1; }
+    /* auto: a "no dataset" message wraps instead of being cut off at the screen's edge */
+    DatasetScreen #ds-summary { height: auto; max-height: 16; padding: 0 1; }
     """
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter", id="ds-filter"),
