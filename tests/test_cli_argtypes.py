@@ -22,3 +22,9 @@ def test_fetch_interval_is_checked(value, message, capsys):
     with pytest.raises(SystemExit):
         main(["fetch", "x", "--interval", value])
     assert message in capsys.readouterr().err
+
+
+def test_clean_pixel_options_use_the_shared_checker(capsys):
+    with pytest.raises(SystemExit):
+        main(["clean", "x", "--min-side", "0"])
+    assert "0 must be at least 1" in capsys.readouterr().err

@@ -12,6 +12,8 @@ import json
 import sys
 import threading
 
+from tui.commands.argtypes import positive_int
+
 JSON_VERSION = 1
 
 
@@ -22,16 +24,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number (use e.g. 0.05)") from None
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
-    return value
-
-
-def _pixels(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return value
 
 
@@ -53,11 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", choices=("subject",), default=None, help="crop to the character's box")
     p.add_argument("--margin", type=_fraction, default=0.05, metavar="F",
                    help="margin around the subject's box, as a fraction of its size (default 0.05)")
-    p.add_argument("--min-side", type=_pixels, default=None, metavar="PX", help="trash images whose short side is smaller")
-    p.add_argument("--max-side", type=_pixels, default=None, metavar="PX", help="downscale images whose long side is larger")
+    p.add_argument("--min-side", type=positive_int, default=None, metavar="PX", help="trash images whose short side is smaller")
+    p.add_argument("--max-side", type=positive_int, default=None, metavar="PX", help="downscale images whose long side is larger")
     p.add_argument("--dedupe", action="store_true", help="trash exact and near duplicates (lint's perceptual hash)")
     p.add_argument("--where", default=None, metavar="QUERY", help='only images whose tags match, e.g. "solo AND NOT comic"')
-    p.add_argument("--batch", type=_pixels, default=4, metavar="N", help="images per model call (default 4)")
+    p.add_argument("--batch", type=positive_int, default=4, metavar="N", help="images per model call (default 4)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="onnxruntime device")
     p.add_argument("--caption-ext", default=".txt", metavar="EXT", help="caption extension (default .txt)")
     p.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
