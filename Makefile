@@ -35,6 +35,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy tagging trainer
 
 clean-venv:
 	rm -rf $(VENV)
