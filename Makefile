@@ -41,6 +41,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy tagging trainer
 
 clean-venv:
 	rm -rf $(VENV)

@@ -25,6 +25,7 @@ from tomlkit.exceptions import TOMLKitError
 
 from tagging.atomic import atomic_write_text
 from tagging.errors import ConflictError, DatasetError
+from tagging.query import Tagged
 
 PROFILE_NAME = "character.toml"
 STATE_DIR = ".kazari"
@@ -192,13 +193,13 @@ def record_pruned(root: Path | str, tags: Iterable[str]) -> list[str]:
     return new
 
 
-def features_present(profile: CharacterProfile, images: Iterable[object]) -> dict[str, list[str]]:
+def features_present(profile: CharacterProfile, images: Iterable[Tagged]) -> dict[str, list[str]]:
     """Feature tag -> keys of the images whose caption still carries it (lint after pruning)."""
     wanted = {tag_key(t): t for t in profile.features}
     found: dict[str, list[str]] = {}
     for item in images:
-        for tag in getattr(item, "tags", ()):
+        for tag in item.tags:
             name = wanted.get(tag_key(tag))
             if name is not None:
-                found.setdefault(name, []).append(item.key)  # type: ignore[attr-defined]
+                found.setdefault(name, []).append(item.key)
     return found

@@ -747,12 +747,12 @@ class Dataset:
             self.history_log.flush(txn)
         return change
 
-    def _trash_plan(self, item: ImageItem) -> tuple[list[tuple[Path, Path]], dict]:
+    def _trash_plan(self, item: ImageItem) -> tuple[list[tuple[Path, Path]], dict[str, Any]]:
         """Where trashing ``item`` moves its files, and the ``extra`` the change will hold."""
         trash = self.state_dir / "trash" / _relative_key(item.key)
         dest_image = _free_path(trash.parent / item.path.name)
         moves = [(item.path, dest_image)]
-        extra = {"image": dest_image.relative_to(self.root).as_posix()}
+        extra: dict[str, Any] = {"image": dest_image.relative_to(self.root).as_posix()}
         if item.caption_path.exists():
             dest_caption = _free_path(dest_image.with_name(dest_image.stem + self.caption_ext))
             moves.append((item.caption_path, dest_caption))
@@ -965,8 +965,8 @@ class Dataset:
                 path=self._index[conflicts[0]].caption_path,
                 hint="Reload the dataset to pick up the other edits (your unsaved edits to those files are "
                 "dropped), or save with force to overwrite them.",
+                keys=conflicts,
             )
-            err.keys = conflicts  # type: ignore[attr-defined]
             raise err
         report.overwritten_conflicts = conflicts
         items = [self._index[k] for k in dirty]
@@ -1002,7 +1002,7 @@ class Dataset:
         except ValueError:
             return str(path)  # a reg root elsewhere, or a symlink target outside
 
-    def _write_intent(self, files: list[tuple[Path, bytes | None, bytes]], moves: list[tuple[Path, Path]] = (),
+    def _write_intent(self, files: list[tuple[Path, bytes | None, bytes]], moves: Sequence[tuple[Path, Path]] = (),
                       extra_events: list[dict] | None = None) -> str:
         def text(data: bytes) -> str:
             return data.decode("utf-8", "surrogateescape")
@@ -1057,7 +1057,7 @@ class Dataset:
 
     def _revert_locked(self) -> RevertReport:
         report = RevertReport()
-        writes: list[tuple[Path, bytes]] = []
+        writes: list[tuple[Path, bytes, bytes | None]] = []  # (target, restored bytes, bytes it replaces)
         backups: list[tuple[Path, bytes]] = []
         for item in self._all_items():
             orig = self._original_path(item)

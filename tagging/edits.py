@@ -54,13 +54,17 @@ class TagOp:
     def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    @classmethod
+    def _from_dict(cls, d: Mapping[str, Any]) -> TagOp:
+        raise NotImplementedError
+
 
 def op_from_dict(data: Mapping[str, Any]) -> TagOp:
     """Rebuild an operation stored by ``to_dict`` (history file)."""
     cls = TagOp._registry.get(str(data.get("op")))
     if cls is None:
         raise UserError(f"Unknown tag operation {data.get('op')!r} in the edit history.")
-    return cls._from_dict(data)  # type: ignore[attr-defined]
+    return cls._from_dict(data)
 
 
 @dataclass(frozen=True, init=False)
@@ -68,6 +72,7 @@ class RemoveTags(TagOp):
     """Remove every occurrence of the given tags."""
 
     tags: tuple[str, ...]
+    _drop: frozenset[str] = field(init=False, repr=False, compare=False)  # the tags, for set lookups
     kind: ClassVar[str] = "remove"
 
     def __init__(self, tags: str | Iterable[str]) -> None:
@@ -75,7 +80,7 @@ class RemoveTags(TagOp):
         object.__setattr__(self, "_drop", frozenset(self.tags))
 
     def transform(self, tags: list[str], key: str) -> list[str]:
-        drop = self._drop  # type: ignore[attr-defined]
+        drop = self._drop
         if drop.isdisjoint(tags):
             return tags
         return [t for t in tags if t not in drop]
@@ -242,6 +247,7 @@ class DropPattern(TagOp):
     """Remove tags matching glob patterns (``*``, ``?``, ``[...]``; case-sensitive like the tags)."""
 
     patterns: tuple[str, ...]
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)  # every pattern, compiled
     kind: ClassVar[str] = "drop"
 
     def __init__(self, patterns: str | Iterable[str]) -> None:
@@ -252,7 +258,7 @@ class DropPattern(TagOp):
         )
 
     def transform(self, tags: list[str], key: str) -> list[str]:
-        match = self._regex.match  # type: ignore[attr-defined]
+        match = self._regex.match
         return [t for t in tags if not match(t)]
 
     def describe(self) -> str:

@@ -7,6 +7,7 @@ exceptions so they keep their traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -28,3 +29,8 @@ class DatasetError(UserError):
 
 class ConflictError(UserError):
     """A file changed on disk since kazari loaded it; saving would clobber someone's edit."""
+
+    def __init__(self, message: str, *, path: Path | str | None = None, hint: str | None = None,
+                 keys: Sequence[str] = ()) -> None:
+        super().__init__(message, path=path, hint=hint)
+        self.keys = list(keys)  # the images whose captions changed on disk, when the error is about those

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from tagging.errors import UserError
 
@@ -166,7 +167,17 @@ def compile_query(query: str) -> Predicate:
     return predicate
 
 
-def filter_keys(items: Sequence[object], query: str) -> list[str]:
-    """Keys of the items (anything with ``.key`` and ``.tags``) matching ``query``."""
+class Tagged(Protocol):
+    """Anything with a key and a tag list, such as a dataset's ``ImageItem``."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def tags(self) -> Sequence[str]: ...
+
+
+def filter_keys(items: Iterable[Tagged], query: str) -> list[str]:
+    """Keys of the items matching ``query``."""
     pred = compile_query(query)
-    return [item.key for item in items if pred(item.tags)]  # type: ignore[attr-defined]
+    return [item.key for item in items if pred(item.tags)]

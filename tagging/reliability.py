@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 NEW_TAG = "reliability_" + "x" * 200  # long, so a torn write cannot look like the old content
 
@@ -115,8 +116,13 @@ def _start_saving_child(template: Path, workdir: Path, action: str = "edit",
         [sys.executable, "-c", _CHILD, str(workdir), action, NEW_TAG, crash],
         stdout=subprocess.PIPE, text=True, env=_env(),
     )
-    assert proc.stdout is not None
     return proc
+
+
+def _pipe(stream: IO[str] | None) -> IO[str]:
+    """A child's pipe that was asked for (``subprocess.PIPE``), so never None."""
+    assert stream is not None
+    return stream
 
 
 def _with_new_tag(caption: bytes) -> bytes:
@@ -128,15 +134,16 @@ def run_trial(template: Path, workdir: Path, old: dict[str, bytes], max_delay: f
     from tagging.dataset import Dataset
 
     proc = _start_saving_child(template, workdir)
-    line = proc.stdout.readline()
+    out = _pipe(proc.stdout)
+    line = out.readline()
     if line.strip() != "SAVING":
         proc.kill()
         raise RuntimeError(f"saving child failed to start: {line!r}")
     time.sleep(rng.uniform(0, max_delay))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed = proc.returncode == -signal.SIGKILL and "DONE" not in (proc.stdout.read() or "")
-    proc.stdout.close()
+    killed = proc.returncode == -signal.SIGKILL and "DONE" not in (out.read() or "")
+    out.close()
     result = TrialResult(killed_during_save=killed)
     folder = workdir / "10_kazari"
     for name, before in old.items():
@@ -166,11 +173,12 @@ def run_trial(template: Path, workdir: Path, old: dict[str, bytes], max_delay: f
 def calibrate(template: Path, workdir: Path, action: str = "edit") -> float:
     """Seconds from the child's SAVING line to its exit, for picking kill delays."""
     proc = _start_saving_child(template, workdir, action)
-    proc.stdout.readline()
+    out = _pipe(proc.stdout)
+    out.readline()
     start = time.perf_counter()
-    proc.stdout.read()
+    out.read()
     proc.wait()
-    proc.stdout.close()
+    out.close()
     return time.perf_counter() - start
 
 
@@ -273,7 +281,8 @@ def kill_trial(template: Path, workdir: Path, old: dict[str, bytes], action: str
                crash: str = "none", max_delay: float = 0.0, rng: random.Random | None = None) -> KillVerdict:
     """One save (``action`` edit or undo) killed at phase ``crash``, or by SIGKILL after a random delay."""
     proc = _start_saving_child(template, workdir, action, crash)
-    line = proc.stdout.readline()
+    out = _pipe(proc.stdout)
+    line = out.readline()
     if line.strip() != "SAVING":
         proc.kill()
         proc.wait()
@@ -282,8 +291,8 @@ def kill_trial(template: Path, workdir: Path, old: dict[str, bytes], action: str
         time.sleep((rng or random.Random()).uniform(0, max_delay))
         proc.send_signal(signal.SIGKILL)
     proc.wait()
-    rest = proc.stdout.read() or ""
-    proc.stdout.close()
+    rest = out.read() or ""
+    out.close()
     verdict = judge_after_kill(workdir, old, action)
     verdict.killed = proc.returncode == -signal.SIGKILL and "DONE" not in rest
     return verdict
@@ -351,8 +360,8 @@ def race_trial(template: Path, workdir: Path, old: dict[str, bytes], delay: floa
             _cli("dataset", "edit", str(workdir), "--add", tag), stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True, env=env,
         ))
-    errs = tuple(p.communicate()[1] for p in procs)
-    result = RaceResult(codes=(procs[0].returncode, procs[1].returncode), stderr=errs)  # type: ignore[arg-type]
+    errs = (procs[0].communicate()[1], procs[1].communicate()[1])
+    result = RaceResult(codes=(procs[0].returncode, procs[1].returncode), stderr=errs)
     return _judge_race(result, workdir / "10_kazari", old)
 
 
@@ -407,13 +416,13 @@ def loaded_race_trial(template: Path, workdir: Path, old: dict[str, bytes], lock
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for tag in ("race_a", "race_b")]
     for p in procs:
-        if p.stdout.readline().strip() != "LOADED":
+        if _pipe(p.stdout).readline().strip() != "LOADED":
             for q in procs:
                 q.kill()
-            raise RuntimeError("loaded writer failed to start: " + (p.stderr.read() or ""))
+            raise RuntimeError("loaded writer failed to start: " + (_pipe(p.stderr).read() or ""))
     for p in procs:  # "go" to both, as close together as two writes can be
-        p.stdin.write("go\n")
-        p.stdin.flush()
+        _pipe(p.stdin).write("go\n")
+        _pipe(p.stdin).flush()
     outs = [p.communicate() for p in procs]
     result = RaceResult(codes=(procs[0].returncode, procs[1].returncode), stderr=(outs[0][1], outs[1][1]))
     return _judge_race(result, workdir / "10_kazari", old)

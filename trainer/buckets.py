@@ -42,7 +42,7 @@ def make_bucket_resolutions(resolution: Size, min_reso: int = 256, max_reso: int
             resos.add((width, height))
             resos.add((height, width))
         width += step
-    return sorted(resos)  # type: ignore[arg-type]
+    return sorted(resos)
 
 
 def _floor(x: int, step: int) -> int:

@@ -149,7 +149,7 @@ def inspect_keys(entries: dict[str, TensorInfo], path: Path | str, use_ema: bool
     if wrapped:
         rep.add("info", "Pickled checkpoint with a state_dict wrapper (read with weights_only=True)")
     mixed = {c: d for c, d in rep.precisions.items() if c != "ema"}
-    kinds = sorted({d for d in mixed.values() for d in d})
+    kinds = sorted({dtype for counts in mixed.values() for dtype in counts})
     if len(kinds) > 1:
         rep.add("info", "Mixed precisions (" + ", ".join(
             f"{c} {'/'.join(d)}" for c, d in mixed.items()) + "); all weights are cast to the training dtype")

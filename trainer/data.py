@@ -112,8 +112,8 @@ def load_pixels(path: Path, bucket: tuple[int, int], flip: bool = False,
                 resized: tuple[int, int] | None = None) -> torch.Tensor:
     """(3, H, W) float tensor in [-1, 1], RGB; transparency is composited on white."""
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
+        with Image.open(path) as opened:
+            im = ImageOps.exif_transpose(opened)
             if im.mode in ("RGBA", "LA", "P"):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))

@@ -62,7 +62,7 @@ def probe_gpu() -> GpuInfo | None:
         name=torch.cuda.get_device_name(0),
         total_gb=round(total / 2**30, 1),
         free_gb=round(free / 2**30, 1),
-        capability=tuple(torch.cuda.get_device_capability(0)),  # type: ignore[arg-type]
+        capability=torch.cuda.get_device_capability(0),
     )
 
 

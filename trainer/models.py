@@ -33,7 +33,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,7 +131,7 @@ def build_sd1_random(
         vae = AutoencoderKL(**_init_kwargs(_read_config("vae", config_dir)))
         te_cfg = _init_kwargs(_read_config("text_encoder", config_dir))
         te_cfg.pop("model_type", None)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**te_cfg))
+        text_encoder: torch.nn.Module = CLIPTextModel(CLIPTextConfig(**te_cfg))
     if str(device) != "meta" and dtype != torch.float32:
         unet, vae, text_encoder = (m.to(dtype=dtype) for m in (unet, vae, text_encoder))
     return unet, text_encoder, vae
@@ -252,7 +252,7 @@ def read_state_dict(
 
         try:
             with safe_open(str(path), framework="pt") as f:
-                metadata = dict(f.metadata() or {})
+                metadata: dict[str, str] = dict(f.metadata() or {})
                 sd = {}
                 for k in f.keys():  # noqa: SIM118 - safe_open has no __iter__
                     if want is None or want(k):
@@ -283,7 +283,7 @@ def read_state_dict(
             path=path,
             hint="Use the .safetensors version of this model, or convert the file to .safetensors.",
         ) from err
-    metadata: dict[str, str] = {}
+    metadata = {}
     if isinstance(obj, dict) and isinstance(obj.get(EMBEDDED_CONFIG_KEY), str):
         metadata[EMBEDDED_CONFIG_KEY] = obj[EMBEDDED_CONFIG_KEY]
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -319,8 +319,11 @@ def _wrong_family(path: Path, what: str) -> UserError:
     )
 
 
-def check_single_file_family(path: Path, sd: dict[str, torch.Tensor]) -> None:
-    """Reject SDXL, SD2 (OpenCLIP, incl. v-prediction) and inpainting checkpoints with a clear message."""
+def check_single_file_family(path: Path, sd: Mapping[str, torch.Tensor | None]) -> None:
+    """Reject SDXL, SD2 (OpenCLIP, incl. v-prediction) and inpainting checkpoints with a clear message.
+
+    ``sd`` holds every key of the file; a key whose tensor was not read maps to None.
+    """
     if any(k.startswith("conditioner.embedders.") for k in sd):
         raise _wrong_family(path, "an SDXL checkpoint")
     if any(k.startswith("cond_stage_model.model.") for k in sd):
@@ -332,8 +335,9 @@ def check_single_file_family(path: Path, sd: dict[str, torch.Tensor]) -> None:
             path=path,
             hint="Set [model] pretrained_model to a full SD1.x checkpoint.",
         )
-    if sd[_UNET_IN].shape[1] != 4:
-        raise _wrong_family(path, f"an inpainting/other model ({sd[_UNET_IN].shape[1]} U-Net input channels)")
+    unet_in = sd[_UNET_IN]
+    if unet_in is not None and unet_in.shape[1] != 4:
+        raise _wrong_family(path, f"an inpainting/other model ({unet_in.shape[1]} U-Net input channels)")
     if _CLIP_POS not in sd and _CLIP_POS.replace("text_model.", "") not in sd:
         raise UserError(
             f"{path} has no CLIP text encoder (key {_CLIP_POS} missing).",
@@ -574,7 +578,9 @@ def load_sd1(
             hint="Use the CLIP ViT-L/14 tokenizer that belongs to this model ([model] tokenizer).",
         )
     device = torch.device(device)
-    for m in (unet, text_encoder, vae_model):
+    assert vae_model is not None  # the model's own VAE, or [model] vae loaded above
+    modules: tuple[torch.nn.Module, ...] = (unet, text_encoder, vae_model)
+    for m in modules:
         m.requires_grad_(False)
         m.eval()
         if device.type != "cpu":  # loaded on the CPU; .to() on CPU would only log diffusers' dtype note

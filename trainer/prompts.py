@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from tagging.errors import UserError
 
@@ -95,7 +96,8 @@ def parse_prompt_line(line: str, defaults: PromptSpec | None = None, where: str 
     if prompt.startswith("--"):
         parts = ["", *line.strip()[2:].split(" --")]
         prompt = ""
-    values: dict[str, object] = {}
+    # PromptSpec field -> value; each option's kind in _OPTIONS gives the field's own type
+    values: dict[str, Any] = {}
     for raw in parts[1:]:
         m = re.match(r"([a-zA-Z]+)(?:\s+(.*))?$", raw.strip(), re.DOTALL)
         if not m:
@@ -116,8 +118,9 @@ def parse_prompt_line(line: str, defaults: PromptSpec | None = None, where: str 
             elif kind == "steps":
                 values[field] = max(1, min(1000, int(arg)))
             else:  # size: SD needs multiples of 8 (the VAE factor); sd-scripts rounds down the same way
-                values[field] = max(64, int(arg) - int(arg) % 8)
-                if values[field] > MAX_SIZE:
+                size = max(64, int(arg) - int(arg) % 8)
+                values[field] = size
+                if size > MAX_SIZE:
                     raise _fail(where, f"`--{opt} {arg}` is too large: at most {MAX_SIZE} pixels a side (SD1 "
                                 f"works at 512-768; one {arg}x512 image needs about "
                                 f"{decode_memory_gib(int(arg), 512):.0f} GiB of memory to decode)")

@@ -173,7 +173,7 @@ def _check_leftovers(out: Path, cfg_path: Path) -> list[str]:
     from trainer.resume import list_states
     from trainer.state import load_state
 
-    bad = []
+    bad: list[str] = []
     if not out.is_dir():
         return bad
     for p in sorted(out.glob("*.safetensors")):

@@ -186,7 +186,7 @@ def clean_stale_state_temps(out_dir: Path | str) -> list[Path]:
     Only folders of our naming that hold nothing but state files are removed.
     """
     out_dir = Path(out_dir)
-    removed = []
+    removed: list[Path] = []
     if not out_dir.is_dir():
         return removed
     for p in out_dir.iterdir():

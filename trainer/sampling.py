@@ -259,11 +259,14 @@ class Sampler:
         self, prompts: str | Path | Sequence[str] | Sequence[PromptSpec], cancel: Callable[[], bool] | None = None
     ) -> Iterator[tuple[str, Any]]:
         """(prompt text, image) for every prompt of a list or prompt file (training previews)."""
-        specs = (
-            list(prompts)
-            if isinstance(prompts, Sequence) and not isinstance(prompts, str) and all(isinstance(p, PromptSpec) for p in prompts)
-            else load_prompts(prompts)  # type: ignore[arg-type]
-        )
+        specs: list[PromptSpec]
+        if isinstance(prompts, (str, Path)):
+            specs = load_prompts(prompts)
+        else:  # specs already, or the lines of a prompt file
+            given = list(prompts)
+            specs = [p for p in given if isinstance(p, PromptSpec)]
+            if len(specs) < len(given):
+                specs = load_prompts([p for p in given if isinstance(p, str)])
         for spec in specs:
             yield spec.prompt, self.generate(spec, cancel=cancel)
 

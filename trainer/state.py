@@ -41,7 +41,9 @@ class Counters:
 def capture_rng(generators: dict[str, Any]) -> dict[str, Any]:
     """RNG states: Python, NumPy, torch CPU/CUDA global, plus the run's own generators."""
     py_state = random.getstate()
-    np_state = np.random.get_state()
+    # legacy=True is numpy's default at run time (its stubs say otherwise): the MT19937 tuple
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # the global generator is always MT19937
     out: dict[str, Any] = {
         "python": [py_state[0], list(py_state[1]), py_state[2]],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),

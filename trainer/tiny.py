@@ -53,7 +53,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 def _learn_merges(n_merges: int) -> list[tuple[str, str]]:
     """Plain BPE on the fixed corpus; ties broken lexicographically so the result is deterministic."""
     b2u = _bytes_to_unicode()
-    words = Counter()
+    words: Counter[tuple[str, ...]] = Counter()
     for w in _CORPUS:
         sym = [b2u[b] for b in w.encode("utf-8")]
         sym[-1] += "</w>"

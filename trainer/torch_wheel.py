@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 CPU_PIN = "torch==2.13.0"  # what CI and CPU machines get (the project's tested version)
@@ -95,7 +96,8 @@ def detect_nvidia(run=_run, which=shutil.which) -> Nvidia | None:
                             run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"]))
 
 
-def choose_torch(nvidia: Nvidia | None, env: dict[str, str] | None = None, platform: str = sys.platform) -> Choice:
+def choose_torch(nvidia: Nvidia | None, env: Mapping[str, str] | None = None,
+                 platform: str = sys.platform) -> Choice:
     env = os.environ if env is None else env
     forced = env.get("KAZARI_TORCH", "").lower()
     if forced == "cpu":

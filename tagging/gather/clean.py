@@ -287,7 +287,7 @@ def _process(items, options: CleanOptions, segmenter: Segmenter | None, report: 
                     pending.append((nxt, pool.submit(load, nxt)))
                 if not pending:
                     break
-                batch = []
+                batch: list[tuple[Any, Any]] = []  # (item, its (rgb, fmt, tensor, geom))
                 while pending and len(batch) < batch_size:
                     item, fut = pending.popleft()
                     loaded, error = fut.result()

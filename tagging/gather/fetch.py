@@ -337,7 +337,7 @@ def fetch(
         if write and pending_captions:
             report.change, report.captioned = write_captions(Dataset.open(root), pending_captions, site.name)
     if error is not None:
-        error.report = report  # type: ignore[attr-defined] - what was saved before the failure
+        error.report = report
         raise error
     return report
 

@@ -12,10 +12,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tagging.errors import UserError
+
+if TYPE_CHECKING:
+    from tagging.gather.fetch import FetchReport
 
 USER_AGENT = "kazari/0.1 (character LoRA dataset tool; +https://github.com/kazari)"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 524})
@@ -26,6 +29,9 @@ SECRET_PARAMS = frozenset({"api_key", "user_id", "login", "password_hash"})
 
 class FetchError(UserError):
     """The site refused or kept failing; the message names the site and what to do."""
+
+    # Set by ``fetch`` when it fails part-way: what was saved before the failure.
+    report: FetchReport | None = None
 
 
 class Cancelled(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Literal
 
 from trainer.buckets import adjust_bucket_range
 from trainer.config.errors import ConfigIssue
@@ -19,10 +20,11 @@ class _Collector:
         self.path = path
         self.issues: list[ConfigIssue] = []
 
-    def add(self, severity: str, key: str, message: str, fix: str, value: object = ..., code: str = "") -> None:
-        kwargs = {} if value is ... else {"value": value}
+    def add(self, severity: Literal["error", "warning"], key: str, message: str, fix: str, value: object = ...,
+            code: str = "") -> None:
+        kwargs: dict[str, object] = {} if value is ... else {"value": value}
         self.issues.append(ConfigIssue(
-            severity, key, message, fix, line=line_of(self.text, key) if self.text else None,  # type: ignore[arg-type]
+            severity, key, message, fix, line=line_of(self.text, key) if self.text else None,
             path=self.path, code=code, **kwargs))
 
     def error(self, key: str, message: str, fix: str, value: object = ..., code: str = "") -> None:

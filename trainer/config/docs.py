@@ -12,7 +12,7 @@ from pathlib import Path
 import tomlkit
 
 from trainer.config.presets import DESCRIPTIONS, PRESETS, preset
-from trainer.config.schema import SECTIONS, field_specs, toml_value
+from trainer.config.schema import SECTIONS, FieldSpec, field_specs, toml_value
 from trainer.config.sd_options import KAZARI_ONLY, sd_label
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "config.md"
@@ -89,7 +89,7 @@ def _cell(value: object) -> str:
     return "`" + tomlkit.item(toml_value(value)).as_string().replace("|", "\\|") + "`"
 
 
-def _limits(spec) -> str:  # type: ignore[no-untyped-def]
+def _limits(spec: FieldSpec) -> str:
     parts = []
     if spec.choices:
         parts.append(" \\| ".join(str(c) for c in spec.choices))

@@ -197,7 +197,7 @@ def import_kohya_args(flat: dict[str, Any], *, source: str = "sd-scripts config"
                 current = data["training"].get("attention")
                 # sd-scripts priority: mem_eff_attn > xformers > sdpa
                 rank = {"math": 0, "sdpa": 1, "xformers": 2}
-                if current == "math" or rank.get(chosen, 0) > rank.get(current, 0) or name == "mem_eff_attn":
+                if current == "math" or rank.get(chosen, 0) > rank.get(current or "", 0) or name == "mem_eff_attn":
                     data["training"]["attention"] = chosen
         elif name in ("cache_latents", "cache_latents_to_disk"):
             if _truthy(value):
@@ -256,13 +256,13 @@ def import_kohya_args(flat: dict[str, Any], *, source: str = "sd-scripts config"
         data["output"].pop("output_dir", None)
 
     for name, value in kazari_extra.items():
-        key = {"kazari_device": "training.device", "kazari_tokenizer": "model.tokenizer",
+        extra_key = {"kazari_device": "training.device", "kazari_tokenizer": "model.tokenizer",
                "kazari_sample_prompts": "sample.sample_prompts", "kazari_attention": "training.attention",
                "kazari_output_dir": "output.output_dir", "kazari_compile": "training.compile"}.get(name)
-        if key is None:
+        if extra_key is None:
             unmapped[name] = value
         else:
-            _set(data, key, value)
+            _set(data, extra_key, value)
 
     # A value kazari cannot take (a scheduler it lacks, a string where a number belongs) would train
     # something else if replaced: it is an error. Only [sample] options (previews, not the LoRA) fall

@@ -8,6 +8,7 @@ from typing import Any
 
 import tomlkit
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from tomlkit.exceptions import ParseError
 
 from trainer.config.errors import ConfigError, ConfigIssue
@@ -108,7 +109,7 @@ def _example(key: str) -> str:
     return f"{spec.name} = {tomlkit.item(toml_value(default)).as_string()}"
 
 
-def _pydantic_issue(err: dict[str, Any], data: dict[str, Any], text: str, path: Path | None) -> ConfigIssue:
+def _pydantic_issue(err: ErrorDetails, data: dict[str, Any], text: str, path: Path | None) -> ConfigIssue:
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc[:2])
     try:

@@ -176,6 +176,8 @@ OptimizerArg = str | int | float | bool | list[str | int | float | bool]
 class OptimizerSection(_Section):
     """[optimizer] — optimizer and learning-rate schedule."""
 
+    # Why the valid-type ignores: a Literal of a tuple constant is read by pydantic, not by mypy.
+
     optimizer_type: Annotated[Literal[OPTIMIZERS], _canonical_choice(OPTIMIZERS)] = _f(  # type: ignore[valid-type]
         "Lion", "Optimizer (8bit variants need bitsandbytes, Prodigy needs prodigyopt).",
         unit=" | ".join(OPTIMIZERS))
@@ -280,6 +282,7 @@ class SampleSection(_Section):
         unit="list of lines | path")
     sample_every_n_epochs: int = _f(1, "Render the sample prompts every N epochs; 0 = never.",
                                     unit="epochs", ge=0)
+    # mypy cannot read a Literal of a tuple constant; pydantic can
     sample_sampler: Literal[SAMPLERS] = _f(  # type: ignore[valid-type]
         "euler_a", "Sampler for the previews.", unit=" | ".join(SAMPLERS), advanced=True)
 
@@ -355,7 +358,7 @@ class TrainConfig(BaseModel):
             return NotImplemented
         return all(getattr(self, name) == getattr(other, name) for name in SECTIONS)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as __eq__ is by value (typeshed types it as a method)
 
     @property
     def source_path(self) -> Path | None:

@@ -65,7 +65,7 @@ def preprocess(image) -> np.ndarray:
     """PIL image -> (3, 384, 384) float32, CLIP-normalised."""
     from PIL import Image
 
-    rgb = image.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
+    rgb = image.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR)
     data = np.asarray(rgb, dtype=np.float32) / 255.0
     return ((data - _MEAN) / _STD).transpose(2, 0, 1).astype(np.float32)
 

@@ -219,6 +219,7 @@ def judge(
         if result.cancelled:
             raise UserError("Judging was cancelled while the grid rendered; the finished cells were kept.",
                             hint="Run it again to finish (the judge re-renders until its grid is complete).")
+        assert result.index_path is not None  # rendered into out_dir, so the grid wrote its index
         index_path = result.index_path
     index = json.loads(index_path.read_text(encoding="utf-8"))
     cells = [c for c in index["cells"] if c.get("path")]
@@ -251,6 +252,7 @@ def _identity_scores(plan: JudgePlan, paths: list[Path]) -> list[float]:
 
     from trainer.judge.identity import CCIP, resolve_ccip
 
+    assert plan.identity_model is not None  # called only when identity scoring is on
     model = CCIP(resolve_ccip(plan.identity_model))
     refs = [Image.open(p).convert("RGB") for p in plan.training_images[:32]]
     gens = [Image.open(p).convert("RGB") for p in paths]

@@ -123,15 +123,16 @@ def score_cells(
         if feats and trigger_only:
             cell.recall = _mean(len(set(feats) & im.tags) / len(feats) for im in trigger_only)
             cell.missing_features = [f for f in feats if not any(f in im.tags for im in trigger_only)]
-        prompted = [im for im in ims if asked_n[im.prompt]]
+        # (image, the tags its prompt asks for): prompts with something to measure on
+        prompted = [(im, want) for im in ims if (want := asked_n[im.prompt])]
         if prompted:
-            cell.adherence = _mean(len(set(asked_n[im.prompt]) & im.tags) / len(asked_n[im.prompt])
-                                   for im in prompted)
-            cell.ignored_tags = sorted({t for im in prompted for t in asked_n[im.prompt] if t not in im.tags})
-            shares, leaked = [], set()
-            for im in prompted:
+            cell.adherence = _mean(len(set(want) & im.tags) / len(want) for im, want in prompted)
+            cell.ignored_tags = sorted({t for im, want in prompted for t in want if t not in im.tags})
+            shares: list[float] = []
+            leaked: set[str] = set()
+            for im, want in prompted:
                 base = base_tags.get((im.prompt, im.seed))
-                mine = candidates - set(asked_n[im.prompt]) - (base if base is not None else GENERIC_TAGS)
+                mine = candidates - set(want) - (base if base is not None else GENERIC_TAGS)
                 if mine:
                     found = mine & im.tags
                     leaked |= found
