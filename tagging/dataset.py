@@ -77,17 +77,10 @@ def holds_dataset(folder: Path | str) -> bool:
     """True when ``folder`` is a dataset root: it has a kohya ``N_name`` sub-folder, or images directly
     in it (a plain folder, read with 1 repeat). The one rule the CLI and the workbench use to find it."""
     try:
-        with os.scandir(Path(folder).expanduser()) as it:
-            entries = [e for e in it if not e.name.startswith(".")]
-    except OSError:
+        _dirs, root_images, numbered = _root_layout(Path(folder).expanduser())
+    except DatasetError:
         return False
-    for entry in entries:
-        if _is_dir(entry):
-            if parse_folder_name(entry.name) is not None:
-                return True
-        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-            return True
-    return False
+    return bool(root_images or numbered)
 
 
 @dataclass(frozen=True)
@@ -1131,13 +1124,18 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def _scan_root(root: Path, caption_ext: str, is_reg: bool,
-               temps: list[Path] | None = None) -> tuple[list[Folder], list[Skipped]]:
+def _root_layout(root: Path) -> tuple[list[os.DirEntry[str]], list[os.DirEntry[str]], list[os.DirEntry[str]]]:
+    """A root's visible sub-folders, its images, and its kohya ``N_name`` sub-folders."""
     entries = [e for e in _list_dir(root) if not e.name.startswith(".")]
     dirs = [e for e in entries if _is_dir(e)]
-    files = [e for e in entries if not _is_dir(e)]
-    root_images = [e for e in files if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS]
+    root_images = [e for e in entries if not _is_dir(e) and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS]
     numbered = [e for e in dirs if parse_folder_name(e.name) is not None]
+    return dirs, root_images, numbered
+
+
+def _scan_root(root: Path, caption_ext: str, is_reg: bool,
+               temps: list[Path] | None = None) -> tuple[list[Folder], list[Skipped]]:
+    dirs, root_images, numbered = _root_layout(root)
     skipped: list[Skipped] = []
     folders: list[Folder] = []
     if root_images and not numbered:
