@@ -67,6 +67,22 @@ LINT_WORKERS = 4
 _PROMPT_SYNTAX = re.compile(r"^\(.*\)$|^\[.*\]$|^\{.*\}$|^<.*>$|:\s*-?\d+(\.\d+)?\)?$")
 
 
+def min_size_for_resolution(resolution: str | None) -> int:
+    """The image-small threshold for a training resolution ``"W,H"``: half its short side.
+
+    Bucketing scales every image to about the training area, so an image below half the
+    resolution is upscaled more than 2x and trains blur. No (or an unreadable) resolution gives
+    DEFAULT_MIN_SIZE, which is half of SD1's 512.
+    """
+    try:
+        sides = [int(part) for part in str(resolution).split(",")] if resolution else []
+    except ValueError:
+        sides = []
+    if not sides or min(sides) < 2:
+        return DEFAULT_MIN_SIZE
+    return min(sides) // 2
+
+
 @dataclass(frozen=True)
 class Finding:
     code: str

@@ -188,3 +188,23 @@ def test_edit_of_a_1mb_caption_reports_the_exact_diff(capsys, make_dataset) -> N
     assert row["removed"] == ["tag7"] and row["added"] == ["kazari"]
     text = (root / "1_a/a.txt").read_text()
     assert text.startswith("kazari, tag0, tag1, tag2, tag3, tag4, tag5, tag6, tag8,") and text.endswith("tag149999\n")
+
+
+def test_lint_small_image_threshold_comes_from_the_config(capsys, make_dataset, tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = make_dataset({"10_kz": {"a.png": "kz, x"}}, name="ds")
+    Image.new("RGB", (300, 300), "white").save(root / "10_kz" / "a.png")
+
+    def small(*extra: str) -> bool:
+        code, data = run_json(capsys, "lint", str(root), "--no-images", *extra)
+        return any(f["code"] == "image-small" for f in data["findings"])
+
+    assert not small()  # no config: sd-scripts' 256
+    (root.parent / "kazari.toml").write_text(f'[dataset]\ntrain_data_dir = "{root.name}"\nresolution = "768,768"\n')
+    assert small()  # 300 px is below half of 768
+    assert not small("--min-size", "256")  # an explicit threshold wins
+    other = tmp_path / "other.toml"
+    other.write_text('[dataset]\nresolution = "512,512"\n')
+    assert not small("--config", str(other))
+    assert run(capsys, "lint", str(root), "--config", str(tmp_path / "missing.toml"))[0] == 2

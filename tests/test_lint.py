@@ -4,7 +4,7 @@ from pathlib import Path
 from PIL import Image
 
 from tagging.dataset import Dataset
-from tagging.lint import CODES, ERROR, Finding, has_errors, lint
+from tagging.lint import CODES, DEFAULT_MIN_SIZE, ERROR, Finding, has_errors, lint, min_size_for_resolution
 from tagging.synthetic import make_character_dataset
 
 
@@ -126,3 +126,10 @@ def test_feature_left_in_captions_after_pruning_is_reported(tmp_path):
     record_pruned(tmp_path, ["pink_hair"])
     found = [f for f in lint(Dataset.open(tmp_path), check_images=False) if f.code == "feature-present"]
     assert len(found) == 1 and "feature tag pink_hair present in 2 captions" in found[0].message
+
+
+def test_small_image_threshold_is_half_the_training_resolution() -> None:
+    assert min_size_for_resolution("768,768") == 384
+    assert min_size_for_resolution("512,768") == 256  # the short side counts
+    assert min_size_for_resolution(None) == DEFAULT_MIN_SIZE == 256
+    assert min_size_for_resolution("not,a size") == DEFAULT_MIN_SIZE

@@ -170,8 +170,9 @@ def test_big_datasets_are_linted_in_a_child_process(tmp_path: Path, monkeypatch:
 
     ws = make_workspace(tmp_path / "ws", images=3, tagger=False)
     (ws / "dataset" / "1_kazari" / "0001.txt").write_text("")  # an empty caption is a finding
-    expected = [(f.code, f.key) for f in lint(Dataset.open(ws / "dataset"))]
-    assert expected
+    # The workspace's config (resolution 64,64) sets the small-image threshold, in the child too.
+    expected = [(f.code, f.key) for f in lint(Dataset.open(ws / "dataset"), min_size=32)]
+    assert expected and "image-small" not in {code for code, _ in expected}
     monkeypatch.setattr(tui.session, "LINT_IN_PROCESS_ABOVE", 0)
     launched = []
     real_popen = __import__("subprocess").Popen
@@ -191,3 +192,22 @@ def test_big_datasets_are_linted_in_a_child_process(tmp_path: Path, monkeypatch:
     _run(app, scenario)
     assert any("tui.lint_worker" in part for cmd in launched for part in cmd)
     assert [(f.code, f.key) for f in app.session.findings] == expected
+
+
+def test_lint_threshold_follows_the_training_resolution(tmp_path: Path) -> None:
+    """The small-image check uses the config's resolution; an edit in the Config screen counts."""
+    from tagging.dataset import Dataset
+    from tagging.lint import lint
+    from tui.session import Session
+    from tui.testing import make_workspace
+
+    ws = make_workspace(tmp_path / "ws", images=3, tagger=False)  # 64 px images, resolution 64,64
+    session = Session(resolve_workspace(ws), LogSink(None))
+    assert session.lint_min_size() == 32  # from kazari.toml before the config is opened
+    ds = Dataset.open(ws / "dataset")
+    assert "image-small" not in {f.code for f in session.run_lint(ds)}
+    doc = session.config_document()
+    doc.set("dataset.resolution", "256,256")
+    assert session.lint_min_size() == 128
+    assert {f.key for f in session.run_lint(ds) if f.code == "image-small"} == {i.key for i in ds.images}
+    assert {f.key for f in lint(ds) if f.code == "image-small"} == {i.key for i in ds.images}

@@ -70,16 +70,18 @@ class Session:
     def run_lint(self, ds: Any) -> list[Any]:
         """Lint the dataset as loaded. Big sets are linted in a separate process: lint decodes every
         image, and in a thread of this process it would compete with the UI for the GIL."""
+        min_size = self.lint_min_size()
         if len(ds.images) < LINT_IN_PROCESS_ABOVE:
             from tagging.lint import lint
 
-            return list(lint(ds))
+            return list(lint(ds, min_size=min_size))
         import pickle
         import subprocess
         import sys
 
         # A plain child process: multiprocessing would touch sys.stderr, which Textual replaces.
-        cmd = [sys.executable, "-m", "tui.lint_worker", str(ds.root), ds.caption_ext, str(ds.reg_root or "")]
+        cmd = [sys.executable, "-m", "tui.lint_worker", str(ds.root), ds.caption_ext, str(ds.reg_root or ""),
+               str(min_size)]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             while True:  # short waits, so quitting the app (stop_event) never waits for lint
@@ -98,6 +100,22 @@ class Session:
             tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"lint process failed ({proc.returncode}): {tail[0]}")
         return pickle.loads(out)  # our own child's output, not user data
+
+    def lint_min_size(self) -> int:
+        """The image-small threshold from the training resolution: the config being edited when it
+        is open (and reads), else the workspace config file, else the default."""
+        from tagging.lint import min_size_for_resolution
+        from tui.workspace import training_resolution
+
+        resolution = None
+        if self.config is not None:
+            try:
+                resolution = self.config.resolved_config().dataset.resolution
+            except Exception:  # noqa: BLE001 - a config with errors lints with the file's value
+                resolution = None
+        if resolution is None:
+            resolution = training_resolution(self.workspace.config_path)
+        return min_size_for_resolution(resolution)
 
     # -- dataset helpers the screens share ----------------------------------------------------------
     def require_dataset(self) -> Any:

@@ -77,7 +77,36 @@ def resolve_workspace(root: Path | str | None = None, config: Path | str | None 
 
 
 def _dataset_from_config(config_path: Path | None) -> Path | None:
-    # Read only the one key with tomllib: a config with errors must still open (the Config screen
+    value = _config_value(config_path, "dataset", "train_data_dir")
+    if not isinstance(value, str) or not value or config_path is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = config_path.parent / path
+    return path.resolve() if path.is_dir() else None
+
+
+def training_resolution(config_path: Path | None) -> str | None:
+    """``[dataset] resolution`` as written in the config (None when unset or unreadable)."""
+    value = _config_value(config_path, "dataset", "resolution")
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+
+
+def config_for_dataset(dataset_root: Path) -> Path | None:
+    """The kazari.toml that trains ``dataset_root``: in the folder itself, or in its parent when
+    that config's train_data_dir is this folder (the ``kazari demo`` layout)."""
+    root = dataset_root.expanduser().resolve()
+    own = root / CONFIG_NAME
+    if own.is_file():
+        return own
+    parent = root.parent / CONFIG_NAME
+    return parent if parent.is_file() and _dataset_from_config(parent) == root else None
+
+
+def _config_value(config_path: Path | None, section: str, key: str) -> object:
+    # Read single keys with tomllib: a config with errors must still open (the Config screen
     # is where the user fixes it), so full validation is not wanted here.
     if config_path is None or not config_path.is_file():
         return None
@@ -87,10 +116,5 @@ def _dataset_from_config(config_path: Path | None) -> Path | None:
         data = tomllib.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return None
-    value = data.get("dataset", {}).get("train_data_dir")
-    if not isinstance(value, str) or not value:
-        return None
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = config_path.parent / path
-    return path.resolve() if path.is_dir() else None
+    table = data.get(section)
+    return table.get(key) if isinstance(table, dict) else None

@@ -31,9 +31,10 @@ from tagging.edits import (
 )
 from tagging.errors import UserError
 from tagging.features import DEFAULT_THRESHOLD, suggest_features
-from tagging.lint import DEFAULT_MIN_SIZE, has_errors, lint
+from tagging.lint import DEFAULT_MIN_SIZE, has_errors, lint, min_size_for_resolution
 from tagging.query import compile_query, filter_keys
 from tagging.stats import step_counts, tag_frequency
+from tui.workspace import config_for_dataset, training_resolution
 
 JSON_VERSION = 1
 
@@ -57,8 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add("info", "folders, repeats, image/caption counts and skipped entries", _info)
     p = add("lint", "check captions and images; exit 1 if any error-level finding", _lint)
-    p.add_argument("--min-size", type=int, default=DEFAULT_MIN_SIZE, metavar="PX",
-                   help=f"flag images whose short side is below PX (default {DEFAULT_MIN_SIZE})")
+    p.add_argument("--min-size", type=int, metavar="PX",
+                   help="flag images whose short side is below PX (default: half the config's "
+                        f"[dataset] resolution, else {DEFAULT_MIN_SIZE})")
+    p.add_argument("--config", metavar="FILE",
+                   help="config whose resolution sets --min-size (default: kazari.toml in ROOT or its parent)")
     p.add_argument("--trigger", metavar="NAME", help="trigger word to check (default: from the folder names)")
     p.add_argument("--no-images", action="store_true", help="skip decoding images (no corrupt/duplicate checks)")
     p = add("stats", "tag frequencies", _stats)
@@ -230,11 +234,20 @@ def _info(args: argparse.Namespace) -> int:
 
 # ---- lint ----------------------------------------------------------------------------------------
 
+def _lint_min_size(args: argparse.Namespace, root: Path) -> int:
+    if args.min_size is not None:
+        return int(args.min_size)
+    if args.config and not Path(args.config).is_file():
+        raise UserError(f"--config {args.config}: no such file. Give the kazari.toml that trains this dataset.")
+    config = Path(args.config) if args.config else config_for_dataset(root)
+    return min_size_for_resolution(training_resolution(config))
+
+
 def _lint(args: argparse.Namespace) -> int:
-    if args.min_size < 1:
+    if args.min_size is not None and args.min_size < 1:
         raise UserError(f"--min-size must be a positive number of pixels, not {args.min_size}.")
     ds = _open(args)
-    findings = lint(ds, min_size=args.min_size, check_images=not args.no_images, trigger=args.trigger)
+    findings = lint(ds, min_size=_lint_min_size(args, ds.root), check_images=not args.no_images, trigger=args.trigger)
     counts = {sev: sum(1 for f in findings if f.severity == sev) for sev in ("error", "warning", "info")}
     if args.json:
         _emit({"root": ds.root.as_posix(), "counts": counts, "findings": [f.to_dict(ds.root) for f in findings]})
