@@ -1,0 +1,85 @@
+"""Every background job ends in a visible state (issue 12 §2): a failed dataset load, lint, image
+preview, grid, judgement or training start shows its message in a panel that stays until dismissed,
+the screen leaves its "loading…" state, and its keys work again. Each job is made to fail by
+monkeypatching the function its worker calls."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tagging.errors import UserError
+from tui.app import make_app
+from tui.testing import make_workspace, screen_text
+
+
+async def _until(pilot, cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll (never a fixed sleep) until ``cond()`` holds; fail with the screen when it never does."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} never happened; the screen shows:\n{screen_text(pilot.app)}")
+        await pilot.pause(0.05)
+
+
+def _panel(app):
+    return app.screen.query_one("#error-panel")
+
+
+async def _panel_says(pilot, needle: str) -> None:
+    """The error panel is shown, holds ``needle``, and the text is on screen (not only a toast)."""
+    app = pilot.app
+    await _until(pilot, lambda: _panel(app).shown and needle in _panel(app).message, f"a panel saying {needle!r}")
+    await _until(pilot, lambda: needle in " ".join(screen_text(app).split()), f"{needle!r} on screen")
+
+
+def test_dataset_load_failure_ends_in_the_panel_and_modes_still_switch(tmp_path: Path, monkeypatch) -> None:
+    from tui.session import Session
+
+    def broken(self):
+        raise UserError("Cannot read broken.txt: bad bytes. Fix the file and reopen.")
+
+    monkeypatch.setattr(Session, "load_dataset", broken)
+    app = make_app(make_workspace(tmp_path / "ws", images=2, tagger=False), log_to_file=False)
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _panel_says(pilot, "Cannot read broken.txt")
+            assert not app.busy
+            await pilot.press("escape")
+            await _until(pilot, lambda: not _panel(app).shown, "dismissal")
+            await pilot.press("4")
+            await _until(pilot, lambda: app.current_mode == "config", "switching to Config")
+
+    asyncio.run(main())
+
+
+def test_lint_failure_ends_in_the_panel_once_and_the_list_still_moves(tmp_path: Path, monkeypatch) -> None:
+    from tui.session import Session
+
+    calls = []
+
+    def broken(self, ds):
+        calls.append(ds)
+        raise UserError("Lint cannot decode 000.png: truncated. Replace the file.")
+
+    monkeypatch.setattr(Session, "run_lint", broken)
+    app = make_app(make_workspace(tmp_path / "ws", images=3, tagger=False), log_to_file=False)
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _panel_says(pilot, "Lint cannot decode 000.png")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert len(calls) == 1  # a failed lint is not started again (it used to loop)
+            assert not app.busy
+            assert "lint: failed" in screen_text(app)
+            await pilot.press("escape")
+            screen = app.screen
+            first = screen.current_key
+            await pilot.press("n")
+            await _until(pilot, lambda: screen.current_key not in (None, first), "n moving to the next image")
+
+    asyncio.run(main())
