@@ -83,3 +83,27 @@ def test_lint_failure_ends_in_the_panel_once_and_the_list_still_moves(tmp_path: 
             await _until(pilot, lambda: screen.current_key not in (None, first), "n moving to the next image")
 
     asyncio.run(main())
+
+
+def test_preview_decode_failure_says_which_file_and_the_next_image_still_shows(tmp_path: Path, monkeypatch) -> None:
+    from PIL import Image
+
+    def broken(self, size, *args, **kwargs):  # only the preview shrinks images with thumbnail()
+        raise UserError("decoder gave up")
+
+    monkeypatch.setattr(Image.Image, "thumbnail", broken)
+    app = make_app(make_workspace(tmp_path / "ws", images=3, tagger=False), log_to_file=False)
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _until(pilot, lambda: app.session.dataset is not None and not app.busy, "the dataset loading")
+            images = app.session.dataset.images
+            screen = app.screen
+            await _until(pilot, lambda: screen.current_key == images[0].key, "the first image selected")
+            needle = f"cannot show {images[0].path.name}: decoder gave up"
+            await _until(pilot, lambda: needle in screen_text(app), f"{needle!r} in the preview")
+            await pilot.press("n")
+            needle = f"cannot show {images[1].path.name}: decoder gave up"
+            await _until(pilot, lambda: needle in screen_text(app), f"{needle!r} after n")
+
+    asyncio.run(main())
