@@ -107,3 +107,69 @@ def test_preview_decode_failure_says_which_file_and_the_next_image_still_shows(t
             await _until(pilot, lambda: needle in screen_text(app), f"{needle!r} after n")
 
     asyncio.run(main())
+
+
+def _grid_workspace(tmp_path: Path) -> Path:
+    """A workspace whose run folder holds two (fake) epoch LoRAs: enough for the grid to prepare."""
+    from tui.demo import TRIGGER
+
+    ws = make_workspace(tmp_path / "ws", images=2, tagger=False)
+    (ws / "output").mkdir()
+    for epoch in (1, 2):
+        (ws / "output" / f"{TRIGGER}-{epoch:06d}.safetensors").write_bytes(b"not used")
+    return ws
+
+
+def _failing(calls: list, message: str):
+    def run(self):
+        calls.append(self)
+        raise UserError(message)
+
+    return run
+
+
+def test_grid_build_failure_ends_in_the_panel_and_g_builds_again(tmp_path: Path, monkeypatch) -> None:
+    from tui.screens.grid.job import GridJob
+
+    calls: list = []
+    monkeypatch.setattr(GridJob, "run", _failing(calls, "Cannot load the base model models/tiny-sd: missing."))
+    app = make_app(_grid_workspace(tmp_path), log_to_file=False, start_mode="grid")
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _until(pilot, lambda: "g builds the grid" in screen_text(app), "the grid's idle status")
+            await pilot.press("g")
+            await _panel_says(pilot, "Cannot load the base model")
+            screen = app.screen
+            await _until(pilot, lambda: not screen.running, "the build ending")
+            text = screen_text(app)
+            assert "rendering" not in text and "g builds the grid" in text
+            await pilot.press("escape")
+            await _until(pilot, lambda: not _panel(app).shown, "dismissal")
+            await pilot.press("g")
+            await _until(pilot, lambda: len(calls) == 2, "g starting a second build")
+            await _panel_says(pilot, "Cannot load the base model")
+
+    asyncio.run(main())
+
+
+def test_judge_failure_ends_in_the_panel_and_j_judges_again(tmp_path: Path, monkeypatch) -> None:
+    from tui.screens.grid.job import JudgeJob
+
+    calls: list = []
+    monkeypatch.setattr(JudgeJob, "run", _failing(calls, "The judge needs a tagger: set [judge] tagger."))
+    app = make_app(_grid_workspace(tmp_path), log_to_file=False, start_mode="grid")
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _until(pilot, lambda: "j judges every cell" in screen_text(app), "the grid's idle status")
+            await pilot.press("j")
+            await _panel_says(pilot, "The judge needs a tagger")
+            screen = app.screen
+            await _until(pilot, lambda: screen.judging is None, "the judgement ending")
+            text = screen_text(app)
+            assert "judging" not in text and "j judges every cell" in text
+            await pilot.press("j")
+            await _until(pilot, lambda: len(calls) == 2, "j starting a second judgement")
+
+    asyncio.run(main())
