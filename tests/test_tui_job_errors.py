@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tagging.errors import UserError
 from tui.app import make_app
 from tui.testing import make_workspace, screen_text
@@ -22,6 +24,12 @@ async def _until(pilot, cond: Callable[[], object], what: str, timeout: float = 
         if time.monotonic() > end:
             raise AssertionError(f"{what} never happened; the screen shows:\n{screen_text(pilot.app)}")
         await pilot.pause(0.05)
+
+
+def _rows_of(app, selector: str) -> str:
+    """The screen rows a widget covers, as plain text."""
+    region = app.screen.query_one(selector).region
+    return "\n".join(screen_text(app).splitlines()[region.y:region.y + region.height])
 
 
 def _panel(app):
@@ -171,5 +179,38 @@ def test_judge_failure_ends_in_the_panel_and_j_judges_again(tmp_path: Path, monk
             assert "judging" not in text and "j judges every cell" in text
             await pilot.press("j")
             await _until(pilot, lambda: len(calls) == 2, "j starting a second judgement")
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("where", ["__init__", "run", "_run"])
+def test_training_start_failure_ends_in_the_panel_and_t_starts_again(tmp_path: Path, monkeypatch, where) -> None:
+    """The run fails when built (``__init__``), out of its thread (``run`` raising) or as the
+    trainer's own Failed event (``_run`` raising a UserError, which ``run`` turns into Failed)."""
+    from trainer.run import TrainingRun
+
+    calls = []
+
+    def broken(self, *args, **kwargs):
+        calls.append(where)
+        raise UserError("The base model models/tiny-sd is missing. Set [model] pretrained_model.")
+
+    monkeypatch.setattr(TrainingRun, where, broken)
+    app = make_app(make_workspace(tmp_path / "ws", images=2, tagger=False), log_to_file=False, start_mode="train")
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _until(pilot, lambda: app.session.dataset is not None and not app.busy, "the dataset loading")
+            await pilot.press("t")
+            await _panel_says(pilot, "The base model models/tiny-sd is missing")
+            assert not app.training.running
+            assert "starting…" not in screen_text(app)
+            if where != "__init__":  # the status line says why, brackets and all (no markup)
+                await _until(pilot, lambda: "[model]" in _rows_of(app, "#tr-status"), "the reason in the status")
+            await pilot.press("escape")
+            await _until(pilot, lambda: not _panel(app).shown, "dismissal")
+            await pilot.press("t")
+            await _until(pilot, lambda: len(calls) == 2, "t starting a second run")
+            await _panel_says(pilot, "The base model models/tiny-sd is missing")
 
     asyncio.run(main())
