@@ -17,6 +17,7 @@ from textual.binding import Binding
 from tagging.errors import UserError
 from tui.help import BindingsProvider, HelpScreen, describe_bindings
 from tui.logcapture import LogSink, capture_python_logging
+from tui.screens.base import KazariScreen
 from tui.screens.config.screen import ConfigScreen
 from tui.screens.dataset.screen import DatasetScreen
 from tui.screens.gather.screen import GatherScreen
@@ -138,8 +139,7 @@ class KazariApp(App[None]):
             try:
                 findings = session.run_lint(ds)
             except BaseException as err:  # noqa: BLE001 - reported, the app keeps working without lint
-                self.call_from_thread(self._linted, [])
-                self.call_from_thread(self._dataset_failed, err)
+                self.call_from_thread(self._lint_failed, err)
                 return
             self.call_from_thread(self._linted, findings)
 
@@ -150,17 +150,33 @@ class KazariApp(App[None]):
         """True while the dataset is loading or being linted (tests and snapshots wait on it)."""
         return self.session.loading or self.lint_pending
 
-    def _linted(self, findings: list) -> None:
+    def _linted(self, findings: list, error: str | None = None) -> None:
         self.lint_pending = False
         self.session.findings = findings
+        self.session.lint_error = error
         screen = self.screen
         if hasattr(screen, "on_findings"):
             screen.on_findings()
 
+    def _lint_failed(self, err: BaseException) -> None:
+        # Not _dataset_loaded: that starts lint again, and a lint that fails every time would loop.
+        self.report_job_error("lint", err)
+        self._linted([], error=str(err))
+
     def _dataset_failed(self, err: BaseException) -> None:
-        if hasattr(self.screen, "show_error"):
-            self.screen.show_error(err)
-        self._dataset_loaded()
+        self.report_job_error("loading the dataset", err)
+        screen = self.screen
+        if hasattr(screen, "on_dataset_loaded"):
+            screen.on_dataset_loaded()  # redraws "no dataset" with the reason instead of "loading"
+
+    def report_job_error(self, what: str, err: BaseException) -> None:
+        """A failed app-wide job ends in the error panel of the mode screen in view (under any
+        dialog or help box), which stays until dismissed; the toast alone would vanish."""
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, KazariScreen):
+                screen.show_job_error(what, err)
+                return
+        self.notify(f"{what} failed: {err}", severity="error", timeout=12)
 
     def on_print(self, event: events.Print) -> None:
         self.session.sink.write(event.text, "stderr" if event.stderr else "stdout")

@@ -39,6 +39,7 @@ class Session:
     dataset: Any = None  # tagging.dataset.Dataset once loaded
     dataset_error: str | None = None
     findings: list[Any] = field(default_factory=list)  # tagging.lint.Finding of the loaded dataset
+    lint_error: str | None = None  # why the last lint failed (its findings are then unknown, not none)
     loading: bool = False
     config: Any = None  # trainer.config.ConfigDocument once opened
     tag_scores: Any = None  # cached tagger output, re-thresholded without re-running the model

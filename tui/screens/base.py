@@ -46,6 +46,12 @@ class KazariScreen(Screen):
         return iter(())
 
     def action_leave_field(self) -> None:
+        # Escape dismisses a shown error panel even when the focus moved on (e.g. the screen's
+        # auto-focus ran after a job that failed at once); the panel's dismiss comes back here.
+        panels = self.query(ErrorPanel)
+        if panels and panels.first().shown:
+            panels.first().action_dismiss()
+            return
         targets = self.query(self.MAIN)
         if targets:
             targets.first().focus()

@@ -39,6 +39,12 @@ def image_widget_class(mode: str) -> type:
     }.get(mode, tiw.HalfcellImage)
 
 
+def cannot_show(source: Any, err: BaseException) -> str:
+    """The box's one line for an image it cannot decode: which file, and why."""
+    name = source.name if isinstance(source, Path) else "image"
+    return f"cannot show {name}: {str(err) or type(err).__name__}"
+
+
 class ImagePreview(Container):
     """Shows one image (path or PIL image) scaled into the box, or a one-line placeholder."""
 
@@ -83,7 +89,7 @@ class ImagePreview(Container):
                 im.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced scale, much faster
                 im.thumbnail((MAX_SIDE, MAX_SIDE))
                 im.load()
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
+        except Exception as err:  # noqa: BLE001 - any decoder failure is shown in the box, never a blank
             self._from_thread(self._loaded, path, None, err)
             return
         self._from_thread(self._loaded, path, im, None)
@@ -98,7 +104,7 @@ class ImagePreview(Container):
         if self.source != path:
             return  # a newer image was asked for meanwhile
         if err is not None:
-            self._show_note(f"cannot show image: {err}")
+            self._show_note(cannot_show(path, err))
             return
         self._show_image(image)
 
@@ -112,8 +118,8 @@ class ImagePreview(Container):
     def _show_image(self, image: Any) -> None:
         try:
             self._image.image = image
-        except OSError as err:  # unreadable/corrupt image: say so instead of crashing the screen
-            self._show_note(f"cannot show image: {err}")
+        except Exception as err:  # noqa: BLE001 - unreadable/corrupt image: say so, the screen goes on
+            self._show_note(cannot_show(self.source, err))
             return
         self.query_one("#preview-empty", Static).display = False
         self._image.display = True

@@ -122,7 +122,8 @@ class DatasetScreen(KazariScreen):
             worst = sum(1 for f in self.findings if getattr(f, "severity", "") == "error")
             lint_line.update(f"lint: {len(self.findings)} ({worst} errors) · f lists")
         else:
-            lint_line.update("lint: running…" if self.kapp.lint_pending else "lint: no findings")
+            lint_line.update("lint: running…" if self.kapp.lint_pending else
+                             "lint: failed (see the error)" if self.session.lint_error else "lint: no findings")
         if keep in keys:
             table.move_cursor(row=keys.index(keep))
         self.show_image(keys[table.cursor_row] if keys else None)

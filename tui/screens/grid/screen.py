@@ -214,7 +214,7 @@ class GridScreen(KazariScreen):
         bar.display = True
         bar.update(total=None, progress=0)
         self.query_one("#gr-status", Static).update("loading the base model and rendering…")
-        self.run_job(job.run, self._built, group="grid", description="XY grid")
+        self.run_job(job.run, self._built, group="grid", description="XY grid", failed=self._job_failed)
         self._timer.resume()
 
     def poll(self) -> None:
@@ -236,6 +236,15 @@ class GridScreen(KazariScreen):
             self._timer.pause()
             bar.display = False
         self._show_cell()
+
+    def _job_failed(self, err: BaseException) -> None:
+        """A grid or judgement that failed (run_job shows the panel): back to the idle screen, so the
+        status no longer says "rendering…" and g/j start again."""
+        self.running = False
+        self.judging = None
+        self._timer.pause()
+        self.query_one("#gr-progress", ProgressBar).display = False
+        self.refresh_view()
 
     def _built(self, result: Any) -> None:
         self.running = False
@@ -270,7 +279,8 @@ class GridScreen(KazariScreen):
         bar.display = True
         bar.update(total=None, progress=0)
         self.query_one("#gr-status", Static).update("judging: rendering the evaluation grid, then tagging…")
-        self.run_job(self.judging.run, self._judged_done, group="judge", description="judge")
+        self.run_job(self.judging.run, self._judged_done, group="judge", description="judge",
+                     failed=self._job_failed)
         self._timer.resume()
 
     def _poll_judge(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -58,6 +59,7 @@ class TrainScreen(KazariScreen):
         self._plotted_at = 0.0
         self._status_text = ""
         self._warn_text = ""
+        self._reported_run: Any = None  # the run whose failure the error panel has shown
 
     def compose_body(self) -> ComposeResult:
         yield Static("no run yet — t starts training with the Config screen's settings", id="tr-status")
@@ -92,7 +94,30 @@ class TrainScreen(KazariScreen):
         if not self.kapp.training.running and (bridge is None or not bridge.dirty):
             self._timer.pause()
             self._redraw(final=True)
+            self._report_failure()
             self.update_status()
+
+    def _report_failure(self) -> None:
+        """A run that ended in failure (a Failed event, or an exception out of the run thread) ends in
+        the error panel once; the screen is idle again, so t starts a new run."""
+        training = self.kapp.training
+        if training.run is None or training.run is self._reported_run:
+            return
+        failed, err = self.view.failed, training.error
+        if failed is None and err is None:
+            return
+        self._reported_run = training.run
+        if failed is None:  # raised before the trainer could say so: the status would stay "starting…"
+            self._status_text = f"✗ failed: {err} · t starts a new run"
+            self.query_one("#tr-status", Static).update(Text(self._status_text))
+        if failed is None:
+            self.show_job_error("training", err)
+            return
+        if err is not None and not isinstance(err, UserError):  # a bug: keep its traceback in the log
+            import traceback
+
+            self.session.sink.write("".join(traceback.format_exception(err)), "error")
+        self.show_job_error("training", UserError(failed.message))
 
     def _announce(self, event: Any) -> None:
         from trainer.events import CheckpointSaved, Failed, Finished, SampleReady, TrainWarning
@@ -108,7 +133,7 @@ class TrainScreen(KazariScreen):
             self.notify("training stopped (checkpoint saved)" if event.stopped_early else "training finished")
             self._remember_speed()
         elif isinstance(event, Failed):
-            self.notify(event.message, severity="error", timeout=20)
+            pass  # the status line says it now; the error panel follows when the run thread has ended
 
     def _remember_speed(self) -> None:
         step = self.view.step
@@ -121,7 +146,7 @@ class TrainScreen(KazariScreen):
         if status != self._status_text:
             self._status_text = status
             # Fixed-size box, so no layout pass: a layout would re-render the plots too.
-            self.query_one("#tr-status", Static).update(status, layout=False)
+            self.query_one("#tr-status", Static).update(Text(status), layout=False)  # no markup: "[model]"
         bar = self.query_one("#tr-progress", ProgressBar)
         if view.total_steps:
             bar.display = True
@@ -210,8 +235,8 @@ class TrainScreen(KazariScreen):
     def _start(self, cfg: Any, resume_from: Any = None) -> None:
         try:
             self.kapp.training.start(cfg, config_path=self.session.config_document().path, resume_from=resume_from)
-        except UserError as err:
-            self.show_error(err)
+        except Exception as err:  # noqa: BLE001 - shown in the panel; the screen stays idle, t tries again
+            self.show_job_error("starting training", err)
             return
         self.view = RunView()
         self.query_one(ImagePreview).show(None, "no sample yet")
