@@ -17,6 +17,7 @@ from textual.binding import Binding
 from tagging.errors import UserError
 from tui.help import BindingsProvider, HelpScreen, describe_bindings
 from tui.logcapture import LogSink, capture_python_logging
+from tui.screen_table import SCREEN_NAMES, SCREEN_TABLE
 from tui.screens.base import KazariScreen
 from tui.screens.config.screen import ConfigScreen
 from tui.screens.dataset.screen import DatasetScreen
@@ -33,9 +34,18 @@ from tui.widgets.modebar import EXTRA_MODES
 from tui.widgets.modebar import MODES as MODE_KEYS
 from tui.workspace import Workspace, no_dataset_message
 
+
+def mode_screens(classes: dict[str, type]) -> dict[str, type]:
+    """The screen class of each mode, in table order; refuses a mode missing from, or extra to, the table."""
+    if set(classes) != set(SCREEN_NAMES):
+        raise RuntimeError(f"app modes {sorted(classes)} differ from tui.screen_table {sorted(SCREEN_NAMES)}")
+    return {name: classes[name] for name in SCREEN_NAMES}
+
+
 HELP_NOTES = (
-    "Modes: 1 Dataset · 2 Tagger · 3 Tags · 4 Config · 5 Train · 6 Grid, in the order the loop runs, and 7 Gather "
-    "(fetch and clean images). While typing in a field, alt+1..7 switch, or Escape leaves the field. Tab / shift+tab move between panes and fields (the Dataset screen's tag "
+    "Modes: " + " · ".join(f"{k} {t}" for _, k, t in MODE_KEYS) + ", in the order the loop runs, and "
+    + ", ".join(f"{k} {t}" for _, k, t in EXTRA_MODES) + " (fetch and clean images). "
+    f"While typing in a field, alt+1..{SCREEN_TABLE[-1].key} switch, or Escape leaves the field. Tab / shift+tab move between panes and fields (the Dataset screen's tag "
     "list, the Tagger's thresholds, the Config form). ctrl+p opens the command palette with every action of the current screen; "
     "ctrl+l shows the log (library output never paints over the screen); ctrl+q quits (asks first "
     "about unsaved captions or config edits, and while training, whose run it stops and saves)."
@@ -48,7 +58,7 @@ class KazariApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "kazari"
     COMMANDS = App.COMMANDS | {BindingsProvider}
-    MODES = {
+    MODES = mode_screens({
         "dataset": DatasetScreen,
         "tagger": TaggerScreen,
         "tags": TagsScreen,
@@ -56,7 +66,7 @@ class KazariApp(App[None]):
         "train": TrainScreen,
         "grid": GridScreen,
         "gather": GatherScreen,
-    }
+    })
     BINDINGS = [
         *(
             Binding(key, f"switch_mode('{name}')", label, show=False, id=f"mode-{name}")

@@ -7,14 +7,13 @@ import sys
 from pathlib import Path
 
 from tagging.errors import UserError
-
-SCREENS = ("dataset", "tagger", "tags", "config", "train", "grid")
+from tui.screen_table import SCREEN_NAMES as SCREENS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "open",
-        help="open the workbench (dataset, tags, tagger, config, train, grid)",
+        help="open the workbench (" + ", ".join(SCREENS) + ")",
         description="Open the keyboard-only workbench on a workspace (a folder with kazari.toml) or a "
         "dataset root (kohya N_name folders).",
     )

@@ -7,16 +7,11 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-MODES = (
-    ("dataset", "1", "Dataset"),
-    ("tagger", "2", "Tagger"),  # in the order the loop runs: tag, then prune on Tags
-    ("tags", "3", "Tags"),
-    ("config", "4", "Config"),
-    ("train", "5", "Train"),
-    ("grid", "6", "Grid"),
-)
+from tui.screen_table import SCREEN_TABLE
+
+MODES = tuple((e.name, e.key, e.title) for e in SCREEN_TABLE if e.always_shown)
 # Modes with a key that the bar names only while they are active (keeps the bar within 80 columns).
-EXTRA_MODES = (("gather", "7", "Gather"),)
+EXTRA_MODES = tuple((e.name, e.key, e.title) for e in SCREEN_TABLE if not e.always_shown)
 
 
 class ModeBar(Static):
