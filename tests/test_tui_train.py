@@ -46,6 +46,7 @@ def test_train_shows_progress_and_checkpoint_then_quit_asks_and_saves(ws: Path) 
             await pilot.pause(0.6)
             text = screen_text(app)
             assert "paused" in text and "img/s" in text
+            assert "⏸ training paused" in text and "▶ training" not in text  # the tab bar too
             assert "kazari-000001.safetensors" in text  # checkpoint list
             assert screen.view.steps[:2] == [1, 2]  # loss curve points
             await pilot.press("ctrl+q")

@@ -77,8 +77,9 @@ class KazariScreen(Screen):
         doc = self.session.config
         if doc is not None and doc.dirty:
             status = (status + "  ● config unsaved (^s on Config)").strip()
-        if self.kapp.training.running:
-            status = (status + "  ▶ training").strip()
+        training = self.kapp.training
+        if training.running:
+            status = (status + ("  ⏸ training paused" if training.paused else "  ▶ training")).strip()
         self.query_one(ModeBar).redraw(status)
 
     def show_error(self, err: BaseException) -> None:

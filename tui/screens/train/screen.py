@@ -267,3 +267,4 @@ class TrainScreen(KazariScreen):
             paused = self.kapp.training.toggle_pause()
             self.notify("paused" if paused else "resumed")
             self._redraw()
+            self.update_status()
