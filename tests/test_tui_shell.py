@@ -134,6 +134,27 @@ def test_command_palette_runs_a_screen_action(tmp_path: Path) -> None:
     _run(app, scenario)
 
 
+def test_command_palette_leaves_out_cursor_movement(tmp_path: Path) -> None:
+    from tui.help import BindingsProvider
+    from tui.testing import make_workspace
+
+    ws = make_workspace(tmp_path / "ws", images=2, tagger=False)
+    app = make_app(ws, log_to_file=False)
+
+    async def scenario(app, pilot) -> None:
+        while app.busy:
+            await asyncio.sleep(0.05)
+        await pilot.pause()
+        listed = {row.action for row in describe_bindings(app.screen)}
+        assert {"cursor_down", "page_down"} <= listed  # the focused table's keys are in the help
+        provider = BindingsProvider(app.screen)
+        actions = {row.action for row in provider._rows()}
+        assert not actions & {"cursor_up", "cursor_down", "page_down", "scroll_home", "select_cursor"}
+        assert "quit" in actions and len(actions) >= 5  # the screen's and the app's own actions stay
+
+    _run(app, scenario)
+
+
 def test_library_output_goes_to_the_log_not_the_screen(tmp_path: Path) -> None:
     app = make_app(tmp_path, log_to_file=True)
 

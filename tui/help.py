@@ -47,6 +47,22 @@ def describe_bindings(screen: Screen) -> list[BindingRow]:
     return list(seen.values())
 
 
+def is_widget_navigation(row: BindingRow) -> bool:
+    """A key a Textual widget brings itself (cursor, scroll, page, select): the help lists them, but
+    in the palette they only bury the screen's own actions."""
+    node = row.node
+    if node is node.app or node is node.screen:
+        return False
+    for cls in type(node).__mro__:
+        if not cls.__module__.startswith("textual."):
+            continue
+        for item in cls.__dict__.get("BINDINGS", ()):
+            action = item.action if isinstance(item, Binding) else item[1]
+            if action == row.action:
+                return True
+    return False
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,f1,q", "close", "Close")]
     DEFAULT_CSS = """
@@ -80,7 +96,8 @@ class BindingsProvider(Provider):
     """Every action of the current screen in the command palette, with its key."""
 
     def _rows(self) -> list[BindingRow]:
-        return [row for row in describe_bindings(self.screen) if row.action not in HIDDEN_ACTIONS]
+        return [row for row in describe_bindings(self.screen)
+                if row.action not in HIDDEN_ACTIONS and not is_widget_navigation(row)]
 
     async def discover(self) -> Hits:
         for row in self._rows():
