@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from tagging.errors import UserError
 from tui.widgets.errorpanel import ErrorPanel
+from tui.widgets.footer import FittedFooter
 from tui.widgets.modebar import ModeBar
 
 SAVE_IN_BACKGROUND_FROM = 200  # dirty captions; below this a save is quicker than the modal box
@@ -40,7 +40,7 @@ class KazariScreen(Screen):
         yield ModeBar(self.MODE)
         yield ErrorPanel()
         yield from self.compose_body()
-        yield Footer(compact=True)
+        yield FittedFooter(compact=True)
 
     def compose_body(self) -> ComposeResult:
         return iter(())
