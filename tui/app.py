@@ -193,6 +193,8 @@ class KazariApp(App[None]):
 
     def on_unmount(self) -> None:
         self.session.stop_event.set()
+        if self.session.image_server is not None:
+            self.session.image_server.stop()
         if self._logging_cm is not None:
             self._logging_cm.__exit__(None, None, None)
             self._logging_cm = None

@@ -46,6 +46,7 @@ class Session:
     last_grid: Any = None
     chosen_lora: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    image_server: Any = None  # tui.image_share.ImageServer, started on the first shared image
     # Set when the app exits: background jobs (lint, tagger, grid) stop instead of holding the exit.
     stop_event: threading.Event = field(default_factory=threading.Event)
 
@@ -117,6 +118,14 @@ class Session:
         if resolution is None:
             resolution = training_resolution(self.workspace.config_path)
         return min_size_for_resolution(resolution)
+
+    def share_image(self, path: Path) -> str:
+        """Serve ``path`` on the session's 127.0.0.1 image server; returns its URL."""
+        from tui.image_share import ImageServer
+
+        if self.image_server is None:
+            self.image_server = ImageServer()
+        return self.image_server.share(path)
 
     # -- dataset helpers the screens share ----------------------------------------------------------
     def require_dataset(self) -> Any:

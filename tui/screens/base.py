@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
@@ -81,6 +82,22 @@ class KazariScreen(Screen):
         if training.running:
             status = (status + ("  ⏸ training paused" if training.paused else "  ▶ training")).strip()
         self.query_one(ModeBar).redraw(status)
+
+    def share_image(self, path: Path | None) -> None:
+        """The full-size image for the user's own machine: its path to the clipboard (OSC 52) and a
+        127.0.0.1 URL (reached with ssh -L), since a terminal preview cannot show detail."""
+        from tui.image_share import osc52, ssh_hint
+
+        if path is None or not Path(path).is_file():
+            self.notify("No saved image here yet.", severity="warning")
+            return
+        url = self.session.share_image(Path(path))
+        driver = getattr(self.app, "_driver", None)  # Textual has no public raw write; OSC 52 needs one
+        if driver is not None:
+            driver.write(osc52(str(Path(path).resolve())))
+        port = self.session.image_server.port
+        self.notify(f"Path copied (OSC 52). Full size at {url} - from your machine run "
+                    f"`{ssh_hint(port)}` and open that URL.", title="image shared", timeout=30)
 
     def show_error(self, err: BaseException) -> None:
         """User mistakes as a one-paragraph notification; bugs logged with traceback, shown briefly."""

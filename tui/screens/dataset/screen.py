@@ -48,6 +48,7 @@ class DatasetScreen(KazariScreen):
         Binding("w", "mark_wrong", "Wrong", id="ds-wrong"),
         Binding("K,shift+up", "move_tag(-1)", "Tag up", id="ds-up"),
         Binding("J,shift+down", "move_tag(1)", "Tag down", id="ds-down"),
+        Binding("o", "share", "Share image", id="ds-share"),
     ]
 
     def __init__(self) -> None:
@@ -142,6 +143,10 @@ class DatasetScreen(KazariScreen):
     @staticmethod
     def _finding_key(finding: Any) -> str | None:
         return getattr(finding, "key", None)
+
+    def action_share(self) -> None:
+        ds = self.session.dataset
+        self.share_image(ds.image(self.current_key).path if ds is not None and self.current_key else None)
 
     def show_image(self, key: str | None) -> None:
         self.current_key = key

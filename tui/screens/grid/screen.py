@@ -77,6 +77,7 @@ class GridScreen(KazariScreen):
         Binding("e", "choose", "Choose epoch", id="gr-choose"),
         Binding("j", "judge", "Judge", id="gr-judge"),
         Binding("w", "focus_weights", "Weights", id="gr-weights"),
+        Binding("o", "share", "Share full-size image", id="gr-share"),
     ]
 
     def __init__(self) -> None:
@@ -386,6 +387,13 @@ class GridScreen(KazariScreen):
         cell = sel[2]
         self.app.push_screen(LargeImageScreen(cell.image, f"{cell.label} × weight {cell.weight:g}",
                                               self.session.image_mode))
+
+    def action_share(self) -> None:
+        sel = self._selected()
+        if sel is not None and sel[2] is not None:
+            self.share_image(sel[2].path)
+        else:
+            self.share_image(self._judged_image(sel))
 
     def action_focus_weights(self) -> None:
         self.query_one("#gr-weights", Input).focus()

@@ -50,6 +50,7 @@ class TrainScreen(KazariScreen):
         Binding("s", "save_now", "Save now", id="tr-save"),
         Binding("m", "sample_now", "Sample now", id="tr-sample"),
         Binding("space", "pause", "Pause", id="tr-pause"),
+        Binding("o", "share", "Share sample", id="tr-share"),
     ]
 
     def __init__(self) -> None:
@@ -256,6 +257,10 @@ class TrainScreen(KazariScreen):
         if self.kapp.training.running:
             self.kapp.training.save_now()
             self.notify("a checkpoint will be saved after this step")
+
+    def action_share(self) -> None:
+        samples = self.view.samples
+        self.share_image(samples[-1].path if samples else None)
 
     def action_sample_now(self) -> None:
         if self.kapp.training.running:
