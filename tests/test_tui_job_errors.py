@@ -136,49 +136,36 @@ def _failing(calls: list, message: str):
     return run
 
 
-def test_grid_build_failure_ends_in_the_panel_and_g_builds_again(tmp_path: Path, monkeypatch) -> None:
-    from tui.screens.grid.job import GridJob
+@pytest.mark.parametrize(("job", "key", "message", "idle", "busy_word", "busy"), [
+    ("GridJob", "g", "Cannot load the base model models/tiny-sd: missing.", "g builds the grid", "rendering",
+     lambda screen: screen.running),
+    ("JudgeJob", "j", "The judge needs a tagger: set [judge] tagger.", "j judges every cell", "judging",
+     lambda screen: screen.judging is not None),
+])
+def test_grid_job_failure_ends_in_the_panel_and_its_key_runs_again(
+        tmp_path: Path, monkeypatch, job, key, message, idle, busy_word, busy) -> None:
+    """A failed grid build or judgement: the panel, the screen idle again, the key starts a new one."""
+    import tui.screens.grid.job as jobs
 
     calls: list = []
-    monkeypatch.setattr(GridJob, "run", _failing(calls, "Cannot load the base model models/tiny-sd: missing."))
+    monkeypatch.setattr(getattr(jobs, job), "run", _failing(calls, message))
     app = make_app(_grid_workspace(tmp_path), log_to_file=False, start_mode="grid")
+    head = message.split(":")[0]
 
     async def main() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
-            await _until(pilot, lambda: "g builds the grid" in screen_text(app), "the grid's idle status")
-            await pilot.press("g")
-            await _panel_says(pilot, "Cannot load the base model")
+            await _until(pilot, lambda: idle in screen_text(app), "the grid's idle status")
+            await pilot.press(key)
+            await _panel_says(pilot, head)
             screen = app.screen
-            await _until(pilot, lambda: not screen.running, "the build ending")
+            await _until(pilot, lambda: not busy(screen), "the job ending")
             text = screen_text(app)
-            assert "rendering" not in text and "g builds the grid" in text
+            assert busy_word not in text and idle in text
             await pilot.press("escape")
             await _until(pilot, lambda: not _panel(app).shown, "dismissal")
-            await pilot.press("g")
-            await _until(pilot, lambda: len(calls) == 2, "g starting a second build")
-            await _panel_says(pilot, "Cannot load the base model")
-
-    asyncio.run(main())
-
-
-def test_judge_failure_ends_in_the_panel_and_j_judges_again(tmp_path: Path, monkeypatch) -> None:
-    from tui.screens.grid.job import JudgeJob
-
-    calls: list = []
-    monkeypatch.setattr(JudgeJob, "run", _failing(calls, "The judge needs a tagger: set [judge] tagger."))
-    app = make_app(_grid_workspace(tmp_path), log_to_file=False, start_mode="grid")
-
-    async def main() -> None:
-        async with app.run_test(size=(120, 40)) as pilot:
-            await _until(pilot, lambda: "j judges every cell" in screen_text(app), "the grid's idle status")
-            await pilot.press("j")
-            await _panel_says(pilot, "The judge needs a tagger")
-            screen = app.screen
-            await _until(pilot, lambda: screen.judging is None, "the judgement ending")
-            text = screen_text(app)
-            assert "judging" not in text and "j judges every cell" in text
-            await pilot.press("j")
-            await _until(pilot, lambda: len(calls) == 2, "j starting a second judgement")
+            await pilot.press(key)
+            await _until(pilot, lambda: len(calls) == 2, "the key starting a second job")
+            await _panel_says(pilot, head)
 
     asyncio.run(main())
 
