@@ -43,13 +43,19 @@ async def _panel_says(pilot, needle: str) -> None:
     await _until(pilot, lambda: needle in " ".join(screen_text(app).split()), f"{needle!r} on screen")
 
 
+def _failing(calls: list, message: str):
+    def run(self, *args):
+        calls.append(self)
+        raise UserError(message)
+
+    return run
+
+
 def test_dataset_load_failure_ends_in_the_panel_and_modes_still_switch(tmp_path: Path, monkeypatch) -> None:
     from tui.session import Session
 
-    def broken(self):
-        raise UserError("Cannot read broken.txt: bad bytes. Fix the file and reopen.")
-
-    monkeypatch.setattr(Session, "load_dataset", broken)
+    monkeypatch.setattr(Session, "load_dataset",
+                        _failing([], "Cannot read broken.txt: bad bytes. Fix the file and reopen."))
     app = make_app(make_workspace(tmp_path / "ws", images=2, tagger=False), log_to_file=False)
 
     async def main() -> None:
@@ -67,13 +73,8 @@ def test_dataset_load_failure_ends_in_the_panel_and_modes_still_switch(tmp_path:
 def test_lint_failure_ends_in_the_panel_once_and_the_list_still_moves(tmp_path: Path, monkeypatch) -> None:
     from tui.session import Session
 
-    calls = []
-
-    def broken(self, ds):
-        calls.append(ds)
-        raise UserError("Lint cannot decode 000.png: truncated. Replace the file.")
-
-    monkeypatch.setattr(Session, "run_lint", broken)
+    calls: list = []
+    monkeypatch.setattr(Session, "run_lint", _failing(calls, "Lint cannot decode 000.png: truncated. Replace the file."))
     app = make_app(make_workspace(tmp_path / "ws", images=3, tagger=False), log_to_file=False)
 
     async def main() -> None:
@@ -126,14 +127,6 @@ def _grid_workspace(tmp_path: Path) -> Path:
     for epoch in (1, 2):
         (ws / "output" / f"{TRIGGER}-{epoch:06d}.safetensors").write_bytes(b"not used")
     return ws
-
-
-def _failing(calls: list, message: str):
-    def run(self):
-        calls.append(self)
-        raise UserError(message)
-
-    return run
 
 
 @pytest.mark.parametrize(("job", "key", "message", "idle", "busy_word", "busy"), [

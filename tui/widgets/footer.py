@@ -36,6 +36,8 @@ def fit_hints(hints: list[tuple[str, str]], width: int) -> int:
 
 
 class FittedFooter(Footer):
+    _fitted_width: int | None = None  # the width the hints were last fitted to
+
     def compose(self) -> ComposeResult:
         if not self._bindings_ready:
             return
@@ -52,9 +54,8 @@ class FittedFooter(Footer):
         if self.show_command_palette and self.app.ENABLE_COMMAND_PALETTE:
             budget -= PALETTE_WIDTH
         displays = [(self.app.get_key_display(b), b.description) for b, _, _ in items]
-        for (binding, enabled, tooltip), (display, _) in zip(
-            items[: fit_hints(displays, budget)], displays, strict=False
-        ):
+        fitting = fit_hints(displays, budget)
+        for (binding, enabled, tooltip), (display, _) in zip(items[:fitting], displays[:fitting], strict=True):
             yield FooterKey(binding.key, display, binding.description, binding.action,
                             disabled=not enabled, tooltip=tooltip).data_bind(compact=Footer.compact)
         if help_binding is not None:
@@ -70,6 +71,6 @@ class FittedFooter(Footer):
 
     def on_resize(self, event: Resize) -> None:
         # Which hints fit depends on the width: a wider terminal shows more of them.
-        if self._bindings_ready and event.size.width != getattr(self, "_fitted_width", None):
+        if self._bindings_ready and event.size.width != self._fitted_width:
             self._fitted_width = event.size.width
             self.call_after_refresh(self.recompose)

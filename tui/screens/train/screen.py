@@ -111,7 +111,6 @@ class TrainScreen(KazariScreen):
         if failed is None:  # raised before the trainer could say so: the status would stay "starting…"
             self._status_text = f"✗ failed: {err} · t starts a new run"
             self.query_one("#tr-status", Static).update(Text(self._status_text))
-        if failed is None:
             self.show_job_error("training", err)
             return
         if err is not None and not isinstance(err, UserError):  # a bug: keep its traceback in the log
